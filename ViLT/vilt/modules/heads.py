@@ -1,0 +1,2 @@
+"""Upstream module path vilt.modules.heads; the heads live once in shared_apt.heads (METER uses the same)."""
+from shared_apt.heads import ITMHead, MLMHead, MPPHead, Pooler, classifier, init_weights  # noqa: F401

@@ -1,0 +1,258 @@
+"""ViLTransformerSS: upstream ViLT (dandelin/ViLT, vilt.md) built from config dimensions, with every tuning method
+of shared_apt attachable through the config key ``peft``.
+
+State-dict keys, attribute names, batch keys, ``infer`` outputs and numerics are upstream's, so official checkpoints
+(``{"state_dict": ...}`` written by Lightning) load unchanged (``load_path``)."""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import shared_apt
+from shared_apt.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
+from shared_apt.heads import ITMHead, MLMHead, MPPHead, Pooler, classifier, init_weights
+from shared_apt.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
+from shared_apt.training.module import VisionLanguageModule
+
+from .vision_transformer import VisionTransformer
+
+log = logging.getLogger(__name__)
+
+# Keys this project adds to upstream's config; models built from an upstream config dict get these defaults.
+PROJECT_DEFAULTS = {
+    "pos_embed_grid": None,       # None: image_size // patch_size (12 for ViT-B/32 at 384)
+    "cls_token_id": 101,          # [CLS] id of the tokenizer (class-token initialisation)
+    "peft": "full",
+    "peft_options": {},
+    "trust_checkpoint": False,
+}
+
+
+def config_value(config: dict, key: str):
+    if key in config:
+        return config[key]
+    if key in PROJECT_DEFAULTS:
+        return PROJECT_DEFAULTS[key]
+    raise KeyError(f"config has no key {key!r}")
+
+
+class BertEmbeddings(nn.Module):
+    """The text embedding of BERT (transformers 4.2.1 BertEmbeddings as ViLT uses it, vilt.md §1.2):
+    Dropout(LN_1e-12(word[t] + segment[0] + position[0..L-1])); ``position_ids`` is a persistent buffer as in the
+    official checkpoints."""
+
+    def __init__(self, vocab_size: int, hidden_size: int, max_position: int, dropout: float, type_vocab: int = 2,
+                 pad_token_id: int = 0, eps: float = 1e-12):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, hidden_size, padding_idx=pad_token_id)
+        self.position_embeddings = nn.Embedding(max_position, hidden_size)
+        self.token_type_embeddings = nn.Embedding(type_vocab, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("position_ids", torch.arange(max_position).expand((1, -1)), persistent=True)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        L = input_ids.shape[1]
+        if L > self.position_ids.shape[1]:
+            raise ValueError(f"text of length {L} exceeds max_text_len {self.position_ids.shape[1]}")
+        pos = self.position_ids[:, :L]
+        emb = self.word_embeddings(input_ids) + self.token_type_embeddings(torch.zeros_like(input_ids))
+        emb = emb + self.position_embeddings(pos)
+        return self.dropout(self.LayerNorm(emb))
+
+
+class ViLTransformerSS(VisionLanguageModule):
+    """Upstream ``ViLTransformerSS(config)``; ``config`` is upstream's Sacred config dict (vilt.md §3.1) plus the
+    project keys in ``PROJECT_DEFAULTS``."""
+
+    backbone_name = "vilt"
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        cfg = lambda k: config_value(config, k)  # noqa: E731
+        H = cfg("hidden_size")
+        self.text_embeddings = BertEmbeddings(cfg("vocab_size"), H, cfg("max_text_len"), cfg("drop_rate"))
+        self.text_embeddings.apply(init_weights)
+        self.token_type_embeddings = nn.Embedding(2, H)
+        self.token_type_embeddings.apply(init_weights)
+
+        grid = cfg("pos_embed_grid") or cfg("image_size") // cfg("patch_size")
+        self.transformer = VisionTransformer(
+            patch_size=cfg("patch_size"), embed_dim=H, depth=cfg("num_layers"), num_heads=cfg("num_heads"),
+            mlp_ratio=cfg("mlp_ratio"), grid=grid, drop_rate=cfg("drop_rate"),
+        )
+        self.pooler = Pooler(H)
+        self.pooler.apply(init_weights)
+
+        loss = cfg("loss_names")
+        if loss.get("mlm", 0) > 0:
+            self.mlm_score = MLMHead(H, cfg("vocab_size"))
+            self.mlm_score.apply(init_weights)
+        if loss.get("itm", 0) > 0:
+            self.itm_score = ITMHead(H)
+            self.itm_score.apply(init_weights)
+        if loss.get("mpp", 0) > 0:
+            self.mpp_score = MPPHead(H)
+            self.mpp_score.apply(init_weights)
+
+        load_path, test_only = cfg("load_path"), cfg("test_only")
+        if not load_path:
+            self._load_vit_init(cfg("vit"))
+        if load_path and not test_only:
+            self.load_upstream(load_path)
+
+        if loss.get("vqa", 0) > 0:
+            self.vqa_classifier = classifier(H, 2 * H, cfg("vqav2_label_size"))
+            self.vqa_classifier.apply(init_weights)
+        if loss.get("nlvr2", 0) > 0:
+            self.nlvr2_classifier = classifier(2 * H, 2 * H, 2)
+            self.nlvr2_classifier.apply(init_weights)
+            self.expand_modality_rows()
+        if loss.get("irtr", 0) > 0:
+            self.rank_output = nn.Linear(H, 1)
+            self.tie_rank_output()
+            for p in self.itm_score.parameters():
+                p.requires_grad = False
+        self.margin = 0.2
+
+        self.class_token = None
+        shared_apt.apply(self, cfg("peft"), **dict(cfg("peft_options") or {}))
+
+        if load_path and test_only:
+            self.load_upstream(load_path)
+
+        self.setup_metrics()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Loading (vilt.md §1.7, §2)
+
+    def load_upstream(self, path: str) -> None:
+        """Upstream ``load_path`` semantics (strict=False) with every difference named; rank_output is re-tied to
+        ITM row 1 when the checkpoint has no rank_output."""
+        ckpt = load_checkpoint(path, trust=config_value(self.hparams.config, "trust_checkpoint"))
+        sd = dict(state_dict_of(ckpt, path))
+        if hasattr(self, "nlvr2_classifier") and "token_type_embeddings.weight" in sd:
+            rows = sd["token_type_embeddings.weight"]
+            if rows.shape[0] == 2 and self.token_type_embeddings.weight.shape[0] == 3:
+                raise CheckpointError(
+                    f"{path}: token_type_embeddings has 2 rows but this NLVR2 model was built with 3 "
+                    "(upstream loads a 2-row checkpoint only before the NLVR2 head exists: use test_only=False)"
+                )
+        load_state_dict_checked(self, sd, source=path, ignore=("text_embeddings.position_ids",))
+        if hasattr(self, "rank_output") and "rank_output.weight" not in sd:
+            self.tie_rank_output()
+
+    def _load_vit_init(self, vit: str) -> None:
+        """``vit`` may name a local file with timm ViT weights (ImageNet init for pre-training); a plain variant name
+        means random initialisation (nothing is ever downloaded)."""
+        if not vit or not os.path.isfile(str(vit)):
+            return
+        sd = state_dict_of(load_checkpoint(vit), vit)
+        sd = {k: v for k, v in sd.items() if not k.startswith("head")}
+        pe = sd.get("pos_embed")
+        if pe is not None and pe.shape != self.transformer.pos_embed.shape:
+            g0, g1 = int((pe.shape[1] - 1) ** 0.5), self.transformer.grid
+            grid = pe[:, 1:].reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(g1, g1), mode="bilinear", align_corners=False)
+            sd["pos_embed"] = torch.cat([pe[:, :1], grid.permute(0, 2, 3, 1).reshape(1, g1 * g1, -1)], dim=1)
+        load_state_dict_checked(self.transformer, sd, source=vit)
+
+    def expand_modality_rows(self) -> None:
+        """NLVR2: 3 modality rows; row 0 := old 0, rows 1 and 2 := old 1 (vilt.md §1.6)."""
+        old = self.token_type_embeddings
+        new = nn.Embedding(3, old.weight.shape[1])
+        new.apply(init_weights)
+        with torch.no_grad():
+            new.weight[0] = old.weight[0]
+            new.weight[1] = old.weight[1]
+            new.weight[2] = old.weight[1]
+        self.token_type_embeddings = new
+
+    def tie_rank_output(self) -> None:
+        """rank_output := ITM row 1, sharing storage as upstream does."""
+        self.rank_output.weight.data = self.itm_score.fc.weight.data[1:, :]
+        self.rank_output.bias.data = self.itm_score.fc.bias.data[1:]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Tuning-method interface (shared_apt.sites)
+
+    def peft_spec(self) -> BackboneSpec:
+        sites = []
+        for i, blk in enumerate(self.transformer.blocks):
+            a = blk.attn
+            C = a.proj.in_features
+            sites.append(AttentionSite(
+                name=f"transformer.blocks.{i}.attn", dim=C, host=a, query_input=a, out_proj=a.proj, branch=a,
+                q=LinearSlot(a.qkv, slice(0, C)), k=LinearSlot(a.qkv, slice(C, 2 * C)),
+                v=LinearSlot(a.qkv, slice(2 * C, 3 * C)), install_extra_kv=attribute_setter(a),
+                kv_norm=blk.norm1, ffn_out=blk.mlp.fc2, kind="self",
+            ))
+        t = self.transformer
+        cfg = self.hparams.config
+        return BackboneSpec(
+            attention_sites=sites,
+            sequence_site=SequenceSite("transformer", t.embed_dim, t, t.install_extra_tokens, "append"),
+            common_trainable=["vqa_classifier", "nlvr2_classifier", "rank_output", "pooler",
+                              "token_type_embeddings", "class_token"],
+            frozen=["itm_score"] if hasattr(self, "rank_output") else [],
+            signature={
+                "backbone": "vilt", "hidden_size": t.embed_dim, "num_layers": len(t.blocks),
+                "num_heads": t.blocks[0].attn.num_heads if len(t.blocks) else 0,
+                "mlp_ratio": config_value(cfg, "mlp_ratio"), "patch_size": t.patch_size, "pos_embed_grid": t.grid,
+                "vocab_size": config_value(cfg, "vocab_size"), "max_text_len": config_value(cfg, "max_text_len"),
+            },
+            prepare=self._prepare_for_method,
+        )
+
+    def _prepare_for_method(self, method: str) -> None:
+        """Every method but full tuning trains a free class token that replaces the first text embedding, initialised
+        from the embedding of [CLS] (word + position 0 + segment 0, LN; computed without dropout) (apt.md §1.6)."""
+        if method == "full":
+            return
+        emb = self.text_embeddings
+        with torch.no_grad():
+            cls_id = torch.tensor([[config_value(self.hparams.config, "cls_token_id")]])
+            init = emb.LayerNorm(emb.word_embeddings(cls_id) + emb.token_type_embeddings(torch.zeros_like(cls_id))
+                                 + emb.position_embeddings(emb.position_ids[:, :1]))
+        self.class_token = nn.Parameter(init.reshape(1, 1, -1).clone())
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Forward (vilt.md §1.4)
+
+    def infer(self, batch, mask_text=False, mask_image=False, image_token_type_idx=1, image_embeds=None,
+              image_masks=None):
+        imgkey = f"image_{image_token_type_idx - 1}" if f"image_{image_token_type_idx - 1}" in batch else "image"
+        suffix = "_mlm" if mask_text else ""
+        text_ids = batch[f"text_ids{suffix}"]
+        text_labels = batch[f"text_labels{suffix}"]
+        text_masks = batch["text_masks"]
+        text_embeds = self.text_embeddings(text_ids)
+        if self.class_token is not None:
+            cls = self.class_token.to(text_embeds.dtype).expand(text_embeds.shape[0], -1, -1)
+            text_embeds = torch.cat([cls, text_embeds[:, 1:]], dim=1)
+
+        if image_embeds is None and image_masks is None:
+            img = batch[imgkey][0]
+            image_embeds, image_masks, patch_index, image_labels = self.transformer.visual_embed(
+                img, max_image_len=self.hparams.config["max_image_len"], mask_it=mask_image)
+        else:
+            patch_index, image_labels = None, None
+
+        text_embeds = text_embeds + self.token_type_embeddings(torch.zeros_like(text_masks))
+        image_embeds = image_embeds + self.token_type_embeddings(torch.full_like(image_masks, image_token_type_idx))
+
+        co_embeds = torch.cat([text_embeds, image_embeds], dim=1)
+        co_masks = torch.cat([text_masks, image_masks], dim=1)
+        x = self.transformer.forward_tokens(co_embeds, co_masks)
+        L = text_embeds.shape[1]
+        text_feats, image_feats = x[:, :L], x[:, L:]
+        cls_feats = self.pooler(x)
+        return {
+            "text_feats": text_feats, "image_feats": image_feats, "cls_feats": cls_feats, "raw_cls_feats": x[:, 0],
+            "image_labels": image_labels, "image_masks": image_masks, "text_labels": text_labels,
+            "text_ids": text_ids, "text_masks": text_masks, "patch_index": patch_index,
+        }

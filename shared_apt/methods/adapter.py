@@ -1,0 +1,80 @@
+"""Bottleneck adapters: the sequential VL-Adapter baseline and the scaled parallel adapter (apt.md §2.1)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..sites import map_output
+from .base import InputStash, TuningModule
+
+
+class Bottleneck(nn.Module):
+    """Up(ReLU(Down(x))) with biases."""
+
+    def __init__(self, dim: int, bottleneck: int, std: float):
+        super().__init__()
+        self.down = nn.Linear(dim, bottleneck)
+        self.up = nn.Linear(bottleneck, dim)
+        with torch.no_grad():
+            for lin in (self.down, self.up):
+                nn.init.normal_(lin.weight, std=std)
+                nn.init.zeros_(lin.bias)
+
+    def forward(self, x):
+        return self.up(torch.relu(self.down(x)))
+
+
+class Adapter(TuningModule):
+    """Sequential adapter x -> x + Up(ReLU(Down(x))) on the output of an attention or feed-forward sub-layer
+    (after its output projection, before the residual add); weights N(0, 0.01), biases 0, no LN, no scale."""
+
+    method = "adapter"
+
+    def __init__(self, dim: int, bottleneck: int = 96):
+        super().__init__()
+        self.body = Bottleneck(dim, bottleneck, std=0.01)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+    def attach(self, host: nn.Module, module: nn.Module, suffix: str) -> "Adapter":
+        self.register(host, suffix)
+        self.hook_output(module, lambda args, out: map_output(out, self))
+        return self
+
+
+class ScaledParallelAdapter(TuningModule):
+    """z = scale * Up(ReLU(Down(LN(X)))) from the attention input X, added to the attention branch output;
+    own trainable LayerNorm, weights N(0, 0.02), fixed scale 4.0 (He et al. 2022 as the APT authors run it)."""
+
+    method = "scaled_pa"
+
+    def __init__(self, dim: int, bottleneck: int = 96, scale: float = 4.0):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.body = Bottleneck(dim, bottleneck, std=0.02)
+        self.scale = scale
+        self._stash = InputStash()
+
+    def forward(self, x, out):
+        return out + (self.scale * self.body(self.norm(x))).to(out.dtype)
+
+    def attach(self, site) -> "ScaledParallelAdapter":
+        self.register(site.host)
+        self.hook_input(site.query_input, self._stash.put)
+        self.hook_output(site.branch, lambda args, o: map_output(o, lambda t: self(self._stash.take(), t)))
+        return self
+
+
+def attach_adapter(spec, config) -> list:
+    mods = []
+    for site in spec.attention_sites:
+        mods.append(Adapter(site.dim, config.adapter_bottleneck).attach(site.host, site.out_proj, ""))
+        if site.ffn_out is not None:
+            mods.append(Adapter(site.dim, config.adapter_bottleneck).attach(site.host, site.ffn_out, "_ffn"))
+    return mods
+
+
+def attach_scaled_pa(spec, config) -> list:
+    return [ScaledParallelAdapter(site.dim, config.pa_bottleneck, config.pa_scale).attach(site)
+            for site in spec.attention_sites]

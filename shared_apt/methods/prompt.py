@@ -1,0 +1,75 @@
+"""Shallow and deep prompt tuning (VPT-style), as the APT authors' baselines implement them (apt.md §2.1).
+
+* Shallow: p learnable tokens join the token sequence once, before the first layer, and flow through every layer.
+* Deep: every attention module gets its own p tokens; they enter as extra keys/values only (through the module's own
+  frozen normalisation and projections); queries of prompt positions are never formed and prompt outputs are
+  discarded, so the sequence length of the backbone does not change.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import TuningModule
+
+
+def vpt_uniform_bound(dim: int, patch: int = 16) -> float:
+    """VPT's Xavier-uniform bound sqrt(6 / (3 * patch^2 + d)), literally with patch 16 as the official code."""
+    return math.sqrt(6.0 / (3 * patch * patch + dim))
+
+
+class PromptTokens(TuningModule):
+    def __init__(self, dim: int, num_prompts: int):
+        super().__init__()
+        self.prompts = nn.Parameter(torch.empty(num_prompts, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        v = vpt_uniform_bound(self.prompts.shape[1])
+        with torch.no_grad():
+            nn.init.uniform_(self.prompts, -v, v)
+
+
+class ShallowPrompt(PromptTokens):
+    method = "shallow_prompt"
+
+    def attach(self, site, placement: str) -> "ShallowPrompt":
+        self.register(site.host)
+        site.install(lambda batch: self.prompts.unsqueeze(0).expand(batch, -1, -1), placement)
+        self._uninstall = lambda: site.install(None, placement)
+        return self
+
+    def detach_hooks(self) -> None:
+        super().detach_hooks()
+        if getattr(self, "_uninstall", None):
+            self._uninstall()
+
+
+class DeepPrompt(PromptTokens):
+    method = "deep_prompt"
+
+    def attach(self, site) -> "DeepPrompt":
+        self.register(site.host)
+        norm = site.kv_norm
+        site.install_extra_kv(lambda: norm(self.prompts) if norm is not None else self.prompts)
+        self._uninstall = lambda: site.install_extra_kv(None)
+        return self
+
+    def detach_hooks(self) -> None:
+        super().detach_hooks()
+        if getattr(self, "_uninstall", None):
+            self._uninstall()
+
+
+def attach_shallow(spec, config) -> list:
+    site = spec.sequence_site
+    if site is None:
+        raise ValueError(f"backbone {spec.signature.get('backbone')} declares no sequence site for shallow prompts")
+    placement = site.default_placement if config.prompt_placement == "default" else config.prompt_placement
+    return [ShallowPrompt(site.dim, config.num_prompts).attach(site, placement)]
+
+
+def attach_deep(spec, config) -> list:
+    return [DeepPrompt(site.dim, config.num_prompts).attach(site) for site in spec.attention_sites]

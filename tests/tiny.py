@@ -1,0 +1,52 @@
+"""Tiny backbones and batches shared by the tests (same code as the real sizes, small dimensions)."""
+from __future__ import annotations
+
+import torch
+
+from vilt.config import config as _vilt_config_fn  # noqa: F401  (Sacred config function)
+
+
+def vilt_config(**overrides) -> dict:
+    """Upstream ViLT defaults (vilt.md §3.1) at a tiny geometry."""
+    cfg = {
+        "exp_name": "vilt", "seed": 0, "datasets": ["vqa"],
+        "loss_names": {"itm": 0, "mlm": 0, "mpp": 0, "vqa": 1, "nlvr2": 0, "irtr": 0},
+        "batch_size": 8, "train_transform_keys": ["pixelbert"], "val_transform_keys": ["pixelbert"],
+        "image_size": 64, "max_image_len": -1, "patch_size": 16, "draw_false_image": 0, "image_only": False,
+        "vqav2_label_size": 11, "max_text_len": 12, "tokenizer": "bert-base-uncased", "vocab_size": 50,
+        "whole_word_masking": False, "mlm_prob": 0.15, "draw_false_text": 0, "vit": "vit_base_patch32_384",
+        "hidden_size": 32, "num_heads": 4, "num_layers": 2, "mlp_ratio": 4, "drop_rate": 0.0,
+        "optim_type": "adamw", "learning_rate": 1e-4, "weight_decay": 0.01, "decay_power": 1, "max_epoch": 1,
+        "max_steps": None, "warmup_steps": 0.1, "end_lr": 0, "lr_mult": 1, "get_recall_metric": False,
+        "resume_from": None, "fast_dev_run": False, "val_check_interval": 1.0, "test_only": False,
+        "data_root": "", "log_dir": "result", "per_gpu_batchsize": 4, "num_gpus": 1, "num_nodes": 1,
+        "load_path": "", "num_workers": 0, "precision": 32, "cls_token_id": 2, "peft": "full", "peft_options": {},
+    }
+    loss = overrides.pop("loss_names", None)
+    if loss:
+        cfg["loss_names"] = {**{k: 0 for k in cfg["loss_names"]}, **loss}
+    cfg.update(overrides)
+    return cfg
+
+
+def vilt_batch(cfg: dict, batch: int = 3, seed: int = 0, sizes=((64, 64), (48, 64), (64, 32))) -> dict:
+    """A collated-looking batch: zero-padded images of different sizes, padded texts."""
+    g = torch.Generator().manual_seed(seed)
+    H = max(s[0] for s in sizes)
+    W = max(s[1] for s in sizes)
+    img = torch.zeros(batch, 3, H, W)
+    for i in range(batch):
+        h, w = sizes[i % len(sizes)]
+        img[i, :, :h, :w] = torch.rand(3, h, w, generator=g) * 2 - 1
+    L = cfg["max_text_len"]
+    ids = torch.randint(5, cfg["vocab_size"], (batch, L), generator=g)
+    masks = torch.ones(batch, L, dtype=torch.long)
+    for i in range(batch):
+        n = 3 + (i * 4) % (L - 3)
+        ids[i, n:] = 0
+        masks[i, n:] = 0
+    ids[:, 0] = 2
+    return {
+        "image": [img], "text_ids": ids, "text_masks": masks, "text_labels": torch.full_like(ids, -100),
+        "text_ids_mlm": ids.clone(), "text_labels_mlm": torch.full_like(ids, -100),
+    }
