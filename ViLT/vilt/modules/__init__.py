@@ -1,0 +1,1 @@
+from .vilt_module import ViLTransformerSS  # noqa: F401

@@ -1,0 +1,59 @@
+"""ViLT-B/32 as ``python -m shared_apt.profile --backbone vilt-b32`` measures it: full size, built on the meta device
+(no weights), with the VQA head; FLOPs of the single-stream transformer (12 blocks + final LN) on n tokens."""
+from __future__ import annotations
+
+import torch
+
+import shared_apt
+
+NAME = "vilt-b32"
+DEFAULT_SEQ_LEN = 242
+SEQ_LEN_NOTE = ("n = {n} tokens through the 12 blocks + final LN at batch 1; n = 242 (41 text + 200 patches + "
+                "image [CLS]) is the length the paper's FLOPs imply (apt.md §3.2)")
+NOTES = {
+    "deep_prompt": "prompts pass LN1 and the frozen QKV (queries dropped) as in the official code; counting their "
+                   "LayerNorm gives 5.15G, the paper prints 5.14G (= our count without that LN) (apt.md §3.3)",
+    "lora": "merged into the frozen weights for inference: no extra FLOPs",
+}
+
+
+def config(method: str, options: dict) -> dict:
+    from vilt.config import config as cfg_fn  # Sacred config function: read its defaults
+
+    cfg = _sacred_defaults()
+    cfg.update(loss_names={"itm": 0, "mlm": 0, "mpp": 0, "vqa": 1, "nlvr2": 0, "irtr": 0}, peft=method,
+               peft_options=dict(options), drop_rate=0.0)
+    return cfg
+
+
+def _sacred_defaults() -> dict:
+    from vilt.config import ex
+
+    return dict(ex.configurations[0]())
+
+
+def build(method: str, **options):
+    from vilt.modules import ViLTransformerSS
+
+    with torch.device("meta"):
+        return ViLTransformerSS(config(method, options))
+
+
+def forward(model, seq_len: int) -> None:
+    d = model.transformer.embed_dim
+    with torch.no_grad():
+        x = torch.zeros(1, seq_len, d, device="meta")
+        mask = torch.ones(1, seq_len, dtype=torch.long, device="meta")
+        model.transformer.forward_tokens(x, mask)
+
+
+def backbone_parameters(model) -> int:
+    """Clean backbone count: text embeddings + modality embedding + ViT + pooler (no task head, no class token)."""
+    parts = [model.text_embeddings, model.token_type_embeddings, model.pooler]
+    n = sum(p.numel() for m in parts for p in m.parameters())
+    return n + sum(p.numel() for name, p in model.transformer.named_parameters() if ".peft_" not in name
+                   and not name.startswith("peft_"))
+
+
+def head_parameters(model) -> int:
+    return sum(p.numel() for p in model.vqa_classifier.parameters())
