@@ -50,3 +50,45 @@ def vilt_batch(cfg: dict, batch: int = 3, seed: int = 0, sizes=((64, 64), (48, 6
         "image": [img], "text_ids": ids, "text_masks": masks, "text_labels": torch.full_like(ids, -100),
         "text_ids_mlm": ids.clone(), "text_labels_mlm": torch.full_like(ids, -100),
     }
+
+
+class TinyBert(torch.nn.Module):
+    """Two transformers BertLayers with self- and cross-attention, declared to shared_apt through shared_apt.hf:
+    proves that method code attaches to foreign attention modules unchanged."""
+
+    def __init__(self, hidden: int = 32, layers: int = 2, heads: int = 4):
+        super().__init__()
+        from transformers import BertConfig
+        from transformers.models.bert.modeling_bert import BertLayer
+
+        cfg = BertConfig(hidden_size=hidden, num_attention_heads=heads, intermediate_size=4 * hidden,
+                         num_hidden_layers=layers, is_decoder=True, add_cross_attention=True,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        cfg._attn_implementation = "eager"
+        self.layer = torch.nn.ModuleList([BertLayer(cfg, layer_idx=i) for i in range(layers)])
+        self.head = torch.nn.Linear(hidden, 3)
+        self.extra = None
+
+    def install_extra_tokens(self, provider, placement="append"):
+        self.extra = None if provider is None else (provider, placement)
+
+    def forward(self, x, context):
+        n = x.shape[1]
+        if self.extra is not None:
+            provider, placement = self.extra
+            t = provider(x.shape[0])
+            x = torch.cat([x, t], 1) if placement == "append" else torch.cat([t, x], 1)
+        for layer in self.layer:
+            x = layer(x, None, encoder_hidden_states=context)
+        if self.extra is not None:
+            x = x[:, :n] if self.extra[1] == "append" else x[:, x.shape[1] - n:]
+        return self.head(x[:, 0])
+
+    def peft_spec(self):
+        from shared_apt.hf import bert_layer_sites
+        from shared_apt.sites import BackboneSpec, SequenceSite
+
+        sites = [s for i, layer in enumerate(self.layer) for s in bert_layer_sites(layer, f"layer.{i}")]
+        d = self.head.in_features
+        return BackboneSpec(sites, SequenceSite("layers", d, self, self.install_extra_tokens, "append"), ["head"],
+                            {"backbone": "tiny-bert", "hidden": d, "layers": len(self.layer)})
