@@ -44,10 +44,11 @@ def macs(backbone, model, seq_len: int) -> int:
     return count_macs(backbone.forward, model, seq_len)
 
 
-def profile(backbone_name: str, methods, seq_len: int | None = None, **options) -> tuple[list, dict]:
+def profile(backbone_name: str, methods, seq_len: int | None = None, size: str = "base",
+            **options) -> tuple[list, dict]:
     bb = load_backbone(backbone_name)
     n = seq_len or bb.DEFAULT_SEQ_LEN
-    frozen = bb.build("full")
+    frozen = bb.build("full", size=size)
     base = macs(bb, frozen, n)
     info = {"backbone": backbone_name, "seq_len": n, "frozen_macs": base,
             "backbone_params": bb.backbone_parameters(frozen), "head_params": bb.head_parameters(frozen),
@@ -55,7 +56,7 @@ def profile(backbone_name: str, methods, seq_len: int | None = None, **options) 
     rows = []
     for method in methods:
         opts = {k: v for k, v in options.items() if v is not None and _applies(method, k)}
-        model = frozen if method == "full" else bb.build(method, **opts)
+        model = frozen if method == "full" else bb.build(method, size=size, **opts)
         updated = api.updated_parameter_count(model)
         extra = 0 if method in ("full", "classifier") else macs(bb, model, n) - base
         p_params, p_flops = _paper_values(backbone_name, method, opts)

@@ -17,12 +17,18 @@ NOTES = {
 }
 
 
-def config(method: str, options: dict) -> dict:
-    from vilt.config import config as cfg_fn  # Sacred config function: read its defaults
+TINY = {"hidden_size": 32, "num_heads": 4, "num_layers": 2, "patch_size": 16, "image_size": 64,
+        "max_text_len": 12, "vocab_size": 100, "vqav2_label_size": 10, "cls_token_id": 2}
 
+
+def config(method: str, options: dict, size: str = "base") -> dict:
     cfg = _sacred_defaults()
     cfg.update(loss_names={"itm": 0, "mlm": 0, "mpp": 0, "vqa": 1, "nlvr2": 0, "irtr": 0}, peft=method,
                peft_options=dict(options), drop_rate=0.0)
+    if size == "tiny":
+        cfg.update(TINY)
+    elif size != "base":
+        raise ValueError(f"size {size!r}: expected 'base' or 'tiny'")
     return cfg
 
 
@@ -32,19 +38,31 @@ def _sacred_defaults() -> dict:
     return dict(ex.configurations[0]())
 
 
-def build(method: str, **options):
+def build(method: str, device="meta", size: str = "base", **options):
+    """ViLT with ``method`` attached; on the meta device by default (profiling), or a real device (benchmarks:
+    random weights, no checkpoint needed)."""
     from vilt.modules import ViLTransformerSS
 
-    with torch.device("meta"):
-        return ViLTransformerSS(config(method, options))
+    with torch.device(device):
+        return ViLTransformerSS(config(method, options, size))
+
+
+def tokens(model, seq_len: int, batch: int = 1, device="meta", dtype=torch.float32):
+    """A joint token sequence of ``seq_len`` tokens (all valid) as the transformer receives it."""
+    d = model.transformer.embed_dim
+    return (torch.randn(batch, seq_len, d, device=device, dtype=dtype) if device != "meta" else
+            torch.zeros(batch, seq_len, d, device=device, dtype=dtype),
+            torch.ones(batch, seq_len, dtype=torch.long, device=device))
+
+
+def run_tokens(model, x, mask):
+    """The part every method changes: the 12 blocks + final LN (with shallow prompts joining there)."""
+    return model.transformer.forward_tokens(x, mask)
 
 
 def forward(model, seq_len: int) -> None:
-    d = model.transformer.embed_dim
     with torch.no_grad():
-        x = torch.zeros(1, seq_len, d, device="meta")
-        mask = torch.ones(1, seq_len, dtype=torch.long, device="meta")
-        model.transformer.forward_tokens(x, mask)
+        run_tokens(model, *tokens(model, seq_len))
 
 
 def backbone_parameters(model) -> int:

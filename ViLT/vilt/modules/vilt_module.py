@@ -214,11 +214,28 @@ class ViLTransformerSS(VisionLanguageModule):
         if method == "full":
             return
         emb = self.text_embeddings
+        cls_value = config_value(self.hparams.config, "cls_token_id")
+        if not 0 <= cls_value < emb.word_embeddings.num_embeddings:
+            raise ValueError(f"config cls_token_id={cls_value} is outside the vocabulary "
+                             f"(vocab_size={emb.word_embeddings.num_embeddings}): set it to the tokenizer's [CLS] id")
         with torch.no_grad():
-            cls_id = torch.tensor([[config_value(self.hparams.config, "cls_token_id")]])
+            cls_id = torch.tensor([[cls_value]])
             init = emb.LayerNorm(emb.word_embeddings(cls_id) + emb.token_type_embeddings(torch.zeros_like(cls_id))
                                  + emb.position_embeddings(emb.position_ids[:, :1]))
         self.class_token = nn.Parameter(init.reshape(1, 1, -1).clone())
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Retrieval evaluation: each image embedded once (upstream compute_irtr_recall, vilt.md §8)
+
+    def retrieval_image_inputs(self, image):
+        embeds, masks, _, _ = self.transformer.visual_embed(
+            image, max_image_len=self.hparams.config["max_image_len"], mask_it=False)
+        return {"image_embeds": embeds, "image_masks": masks}
+
+    def retrieval_infer(self, image_inputs, text_batch):
+        n = text_batch["text_ids"].shape[0]
+        return self.infer(text_batch, image_embeds=image_inputs["image_embeds"].expand(n, -1, -1),
+                          image_masks=image_inputs["image_masks"].expand(n, -1))
 
     # ------------------------------------------------------------------------------------------------------------
     # Forward (vilt.md §1.4)
