@@ -490,3 +490,24 @@ def test_upstream_entry_points(nlvr1_root, tmp_path):
                              "--no-progress"], capture_output=True, text=True, cwd=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert len(rows(tmp_path / "out" / "nlvr1_test.arrow")) == 5
+
+
+def test_nlvr1_split_without_directory_field_finds_its_image_folders(nlvr1_root, tmp_path):
+    """NLVR's public ``hidden`` split has no ``directory`` field: the folder is found from the images."""
+    path = nlvr1_root / "test" / "test.json"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    want = [r.pop("directory") for r in records]
+    dump_json_lines(path, records)
+    examples = nlvr1.load_examples(str(nlvr1_root), "test")
+    assert [e["directory"] for e in examples] == want
+    nlvr1.make_arrow(str(nlvr1_root), str(tmp_path / "o"), split="test", show_progress=False)
+    records[0]["identifier"] = "999-0"
+    dump_json_lines(path, records)
+    with pytest.raises(RawDataError, match=r"no 'directory' field and no image test-999-0-<k>\.png"):
+        nlvr1.load_examples(str(nlvr1_root), "test")
+
+
+@pytest.mark.skipif(not os.path.isdir(NLVR1_ROOT), reason="real NLVR corpus not present at ../shared/data/nlvr1")
+def test_nlvr1_real_hidden_split_writes(tmp_path):
+    counts = nlvr1.make_arrow(NLVR1_ROOT, str(tmp_path), split="hidden", limit=3, show_progress=False)
+    assert counts == {"nlvr1_hidden.arrow": 3}

@@ -89,12 +89,29 @@ def question_id(identifier: str, k: int) -> int:
     return n * 1000 + m * 10 + k
 
 
+def directory_index(root: str, split: str) -> dict:
+    """identifier -> image folder, found by listing ``images/*/`` (some public splits, e.g. ``hidden``, have no
+    ``directory`` field in their JSON)."""
+    images = os.path.join(root, split, "images")
+    require_dir(images, f"NLVR image folder of split {split!r}")
+    prefix, index = f"{split}-", {}
+    for folder in sorted(os.listdir(images)):
+        path = os.path.join(images, folder)
+        if not os.path.isdir(path):
+            continue
+        for name in os.listdir(path):
+            if name.startswith(prefix) and name.endswith(".png"):
+                index.setdefault(name[len(prefix):-4].rsplit("-", 1)[0], folder)
+    return index
+
+
 def load_examples(root: str, split: str, limit: Optional[int] = None) -> List[dict]:
-    """The first `limit` (default all) examples of a split, with their fields checked."""
+    """The first `limit` (default all) examples of a split, with their fields checked. Examples without a
+    ``directory`` field get the folder that holds their images."""
     path = split_file(root, split)
     require_dir(os.path.join(root, split), f"NLVR split folder {split!r}")
     examples = load_json_lines(path, "NLVR split file", limit)
-    seen = set()
+    seen, index = set(), None
     for i, example in enumerate(examples):
         where = f"NLVR split file {path}: line {i + 1}"
         identifier = require_field(example, "identifier", where)
@@ -104,7 +121,13 @@ def load_examples(root: str, split: str, limit: Optional[int] = None) -> List[di
             raise RawDataError(f"{where}: identifier appears twice")
         seen.add(identifier)
         require_field(example, "sentence", where)
-        require_field(example, "directory", where)
+        if "directory" not in example:
+            if index is None:
+                index = directory_index(root, split)
+            if identifier not in index:
+                raise RawDataError(f"{where}: no 'directory' field and no image "
+                                   f"{split}-{identifier}-<k>.png under {os.path.join(root, split, 'images')}/*/")
+            example["directory"] = index[identifier]
         if require_field(example, "label", where) not in ANSWER2LABEL:
             raise RawDataError(f"{where}: label {example['label']!r} is neither 'true' nor 'false'")
     return examples

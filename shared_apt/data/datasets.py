@@ -1,0 +1,549 @@
+"""Arrow-backed datasets of upstream ViLT / METER (vilt/datasets, vilt.md 6.1-6.4, meter.md 6.1).
+
+:class:`BaseDataset` keeps upstream's constructor, sample index and collate. Subclasses carry upstream's class names,
+arrow file names and split tables (``split_names``; METER's VQA split is :data:`METER_VQA_SPLITS`). Every table is
+read with :func:`shared_apt.data.arrow.read_arrow_table`, so a missing or corrupt file raises
+:class:`~shared_apt.data.arrow.ArrowFileError` naming the path (upstream skipped missing files silently).
+
+Deliberate deviations from upstream:
+
+* A sample whose image cannot be decoded is NOT replaced by a random other sample (upstream's silent retry). The
+  dataset logs the table name and row, counts it, and ``__getitem__`` returns ``None``; :meth:`BaseDataset.collate`
+  drops ``None`` entries (a batch of only bad samples collates to ``None``). Once bad samples exceed
+  ``max_bad_image_fraction`` of the samples this process has read (counted over at least
+  ``min(len(dataset), BAD_IMAGE_MIN_DENOMINATOR)`` samples, so one early bad image does not stop a large run), a
+  :class:`TooManyBadImagesError` is raised. A random NEGATIVE image (``false_image_i``) that fails is logged, counted
+  separately and redrawn, which is the same distribution as upstream's retry.
+* Caption de-duplication keeps first-appearance order (upstream's ``list(set(...))`` order changed between runs).
+"""
+from __future__ import annotations
+
+import bisect
+import io
+import logging
+import os
+import random
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pyarrow as pa
+import torch
+from PIL import Image
+
+from .arrow import ArrowFileError, read_arrow_table
+from .transforms import image_mode_for_keys, keys_to_transforms
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+IMAGE_KEY = re.compile(r"^(false_)?image(_\d+)?$")
+TEXT_KEY = re.compile(r"^(false_)?text(_\d+)?$")
+
+
+class BadImageError(RuntimeError):
+    """An image cell could not be decoded; carries the table name and the row inside that table."""
+
+    def __init__(self, table: str, row: int, column: str, cause: BaseException):
+        self.table, self.row, self.column, self.cause = table, row, column, cause
+        super().__init__(f"cannot decode image column {column!r} of row {row} in table {table!r}: "
+                         f"{type(cause).__name__}: {cause}")
+
+
+class TooManyBadImagesError(RuntimeError):
+    """More undecodable images than ``max_bad_image_fraction`` allows."""
+
+
+class BaseDataset(torch.utils.data.Dataset):
+    """Upstream ``BaseDataset``: one or more arrow tables concatenated, one sample per (image row, text) pair.
+
+    Args (upstream's, plus `tokenizer` as in METER and the bad-image limit):
+        data_dir: folder holding ``<name>.arrow``.
+        transform_keys: image transform names (one image view per key), see ``transforms.keys_to_transforms``.
+        image_size: size passed to the transforms.
+        names: table names (file stems); empty -> an empty dataset (upstream's VG/SBU validation splits).
+        text_column_name: list<string> column with the texts of each row; "" -> one sample per row, no text.
+        remove_duplicate: de-duplicate each row's texts (caption datasets).
+        max_text_len: tokenizer max_length (padding and truncation), includes [CLS]/[SEP].
+        draw_false_image / draw_false_text: random negatives per sample (``false_image_i``, ``false_text_i``).
+        image_only: one sample per row with no text (image side of retrieval evaluation).
+        tokenizer: a transformers tokenizer (also settable later through the attribute, as upstream ViLT does).
+        max_bad_image_fraction: see the module docstring.
+        text_only: skip image decoding (text side of retrieval evaluation); not an upstream option.
+    """
+
+    split_names: Dict[str, List[str]] = {}
+    BAD_IMAGE_MIN_DENOMINATOR = 1000
+
+    def __init__(
+        self,
+        data_dir: str,
+        transform_keys: Sequence[str],
+        image_size: int,
+        names: Sequence[str],
+        text_column_name: str = "",
+        remove_duplicate: bool = True,
+        max_text_len: int = 40,
+        draw_false_image: int = 0,
+        draw_false_text: int = 0,
+        image_only: bool = False,
+        tokenizer=None,
+        max_bad_image_fraction: float = 0.01,
+        text_only: bool = False,
+    ):
+        super().__init__()
+        if not transform_keys:
+            raise ValueError(f"{type(self).__name__}: transform_keys must name at least one transform")
+        if not 0.0 <= max_bad_image_fraction <= 1.0:
+            raise ValueError(f"max_bad_image_fraction={max_bad_image_fraction!r}: expected a fraction in [0, 1]")
+        self.transform_keys = list(transform_keys)
+        self.transforms = keys_to_transforms(self.transform_keys, size=image_size)
+        self.image_mode = image_mode_for_keys(self.transform_keys)
+        self.image_size = image_size
+        self.text_column_name = text_column_name
+        self.names = list(names)
+        self.max_text_len = max_text_len
+        self.draw_false_image = draw_false_image
+        self.draw_false_text = draw_false_text
+        self.image_only = image_only
+        self.text_only = text_only
+        self.data_dir = data_dir
+        self.tokenizer = tokenizer
+        self.max_bad_image_fraction = max_bad_image_fraction
+
+        self.table: Optional[pa.Table] = None
+        self.table_lengths: List[int] = []
+        self._load_tables()
+        self.table_offsets = [0]
+        for n in self.table_lengths:
+            self.table_offsets.append(self.table_offsets[-1] + n)
+
+        self.all_texts: List[List[str]] = []
+        if self.table is not None and text_column_name:
+            if text_column_name not in self.table.column_names:
+                raise ArrowFileError(f"tables {self.table_paths} lack the text column {text_column_name!r}; "
+                                     f"they have {self.table.column_names}")
+            texts = self.table[text_column_name].to_pylist()
+            texts = [list(t) if t is not None else [] for t in texts]
+            self.all_texts = [list(dict.fromkeys(t)) for t in texts] if remove_duplicate else texts
+
+        self.index_mapper: List[Tuple[int, Optional[int]]] = []
+        if text_column_name and not image_only:
+            for row, texts in enumerate(self.all_texts):
+                self.index_mapper.extend((row, j) for j in range(len(texts)))
+        else:
+            self.index_mapper = [(row, None) for row in range(self.num_rows)]
+
+        self.samples_read = 0
+        self.bad_samples: List[Tuple[str, int]] = []
+        self.bad_false_images = 0
+
+    # ------------------------------------------------------------------------------------------------------------
+    # tables
+    # ------------------------------------------------------------------------------------------------------------
+
+    @property
+    def table_paths(self) -> List[str]:
+        return [os.path.join(self.data_dir, f"{name}.arrow") for name in self.names]
+
+    def _load_tables(self) -> None:
+        tables = [read_arrow_table(path) for path in self.table_paths]
+        self.table_lengths = [len(t) for t in tables]
+        if tables:
+            try:
+                self.table = pa.concat_tables(tables, promote_options="default")
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                raise ArrowFileError(f"arrow files {self.table_paths} have incompatible schemas: {e}") from e
+        else:
+            self.table = None
+
+    def __getstate__(self):
+        # the memory-mapped table is re-opened in the receiving process instead of being serialised
+        state = self.__dict__.copy()
+        state["table"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._load_tables()
+
+    @property
+    def num_rows(self) -> int:
+        return 0 if self.table is None else len(self.table)
+
+    def locate_row(self, row: int) -> Tuple[str, int]:
+        """(table name, row inside that table) of a row of the concatenated table."""
+        t = bisect.bisect_right(self.table_offsets, row) - 1
+        return self.names[t], row - self.table_offsets[t]
+
+    @property
+    def table_names(self) -> List[str]:
+        """Upstream's per-row table-name list."""
+        return [name for name, n in zip(self.names, self.table_lengths) for _ in range(n)]
+
+    def cell(self, column: str, row: int):
+        return self.table[column][row].as_py()
+
+    @property
+    def corpus(self) -> List[str]:
+        return [text for texts in self.all_texts for text in texts]
+
+    def __len__(self) -> int:
+        return len(self.index_mapper)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # images and texts (upstream get_raw_image / get_image / get_false_image / get_text / get_false_text)
+    # ------------------------------------------------------------------------------------------------------------
+
+    def get_raw_image(self, index: int, image_key: str = "image") -> Image.Image:
+        """Decode the image of sample `index` (RGB, or RGBA for METER's clip transforms); BadImageError if it fails."""
+        row = self.index_mapper[index][0]
+        try:
+            data = self.table[image_key][row].as_py()
+            if data is None:
+                raise ValueError("the image cell is null")
+            image = Image.open(io.BytesIO(data))
+            return image.convert(self.image_mode)
+        except KeyError:
+            raise ArrowFileError(f"tables {self.table_paths} have no image column {image_key!r}; "
+                                 f"they have {self.table.column_names}")
+        except Exception as e:
+            table, table_row = self.locate_row(row)
+            raise BadImageError(table, table_row, image_key, e) from e
+
+    def get_image(self, index: int, image_key: str = "image") -> Dict[str, Any]:
+        image = self.get_raw_image(index, image_key=image_key)
+        row, caption_index = self.index_mapper[index]
+        return {"image": [tr(image) for tr in self.transforms], "img_index": row, "cap_index": caption_index,
+                "raw_index": index}
+
+    def get_false_image(self, rep: int, image_key: str = "image", attempts: int = 10) -> Dict[str, Any]:
+        """A random image of the dataset (upstream: uniform over samples); an undecodable one is redrawn."""
+        for _ in range(attempts):
+            random_index = random.randint(0, len(self.index_mapper) - 1)
+            try:
+                image = self.get_raw_image(random_index, image_key=image_key)
+            except BadImageError as e:
+                self.bad_false_images += 1
+                logger.warning("%s (drawn as negative image; drawing another)", e)
+                continue
+            return {f"false_image_{rep}": [tr(image) for tr in self.transforms]}
+        raise TooManyBadImagesError(f"{attempts} random negative images in a row could not be decoded from "
+                                    f"{self.table_paths}")
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise RuntimeError(f"{type(self).__name__} over {self.names} has no tokenizer: pass tokenizer=... or set "
+                               f"dataset.tokenizer before reading texts")
+        return self.tokenizer
+
+    def get_text(self, raw_index: int) -> Dict[str, Any]:
+        row, caption_index = self.index_mapper[raw_index]
+        text = self.all_texts[row][caption_index]
+        encoding = self._require_tokenizer()(text, padding="max_length", truncation=True,
+                                             max_length=self.max_text_len, return_special_tokens_mask=True)
+        return {"text": (text, encoding), "img_index": row, "cap_index": caption_index, "raw_index": raw_index}
+
+    def get_false_text(self, rep: int) -> Dict[str, Any]:
+        random_index = random.randint(0, len(self.index_mapper) - 1)
+        row, caption_index = self.index_mapper[random_index]
+        text = self.all_texts[row][caption_index]
+        encoding = self._require_tokenizer()(text, truncation=True, max_length=self.max_text_len,
+                                             return_special_tokens_mask=True)
+        return {f"false_text_{rep}": (text, encoding)}
+
+    def get_suite(self, index: int) -> Dict[str, Any]:
+        """Upstream ``get_suite`` (caption datasets), without its catch-all retry."""
+        ret: Dict[str, Any] = {}
+        if not self.text_only:
+            ret.update(self.get_image(index))
+        if not self.image_only:
+            txt = self.get_text(index)
+            ret["replica"] = txt["cap_index"] > 0
+            ret.update(txt)
+        for i in range(self.draw_false_image):
+            ret.update(self.get_false_image(i))
+        for i in range(self.draw_false_text):
+            ret.update(self.get_false_text(i))
+        return ret
+
+    # ------------------------------------------------------------------------------------------------------------
+    # sample access with the bad-image policy
+    # ------------------------------------------------------------------------------------------------------------
+
+    def get_sample(self, index: int) -> Dict[str, Any]:
+        """The sample dict of `index`; subclasses override (caption datasets use ``get_suite``)."""
+        return self.get_suite(index)
+
+    def __getitem__(self, index: int) -> Optional[Dict[str, Any]]:
+        self.samples_read += 1
+        try:
+            return self.get_sample(index)
+        except BadImageError as e:
+            self._record_bad_sample(e)
+            return None
+
+    def _record_bad_sample(self, error: BadImageError) -> None:
+        self.bad_samples.append((error.table, error.row))
+        logger.warning("skipping sample: %s", error)
+        denominator = max(self.samples_read, min(len(self), self.BAD_IMAGE_MIN_DENOMINATOR), 1)
+        fraction = len(self.bad_samples) / denominator
+        if fraction > self.max_bad_image_fraction:
+            shown = ", ".join(f"{t}[{r}]" for t, r in self.bad_samples[:10])
+            raise TooManyBadImagesError(
+                f"{len(self.bad_samples)} of {self.samples_read} samples read from {self.table_paths} had an "
+                f"undecodable image (fraction {fraction:.4f} > max_bad_image_fraction {self.max_bad_image_fraction}); "
+                f"first bad rows: {shown}. Re-write the arrow files or raise max_bad_image_fraction."
+            ) from error
+
+    def bad_image_report(self) -> Dict[str, Any]:
+        return {"samples_read": self.samples_read, "bad_samples": list(self.bad_samples),
+                "bad_false_images": self.bad_false_images}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # collate (vilt.md 6.4)
+    # ------------------------------------------------------------------------------------------------------------
+
+    def collate(self, batch: Sequence[Optional[Dict[str, Any]]], mlm_collator) -> Optional[Dict[str, Any]]:
+        """Upstream ``BaseDataset.collate``: pad images top-left to one size, pad and MLM-mask every text key.
+
+        ``None`` samples (undecodable images) are dropped first; an all-``None`` batch gives ``None``.
+        """
+        batch = [b for b in batch if b is not None]
+        if not batch:
+            return None
+        batch_size = len(batch)
+        keys = sorted({k for b in batch for k in b.keys()})
+        dict_batch = {k: [b.get(k) for b in batch] for k in keys}
+
+        img_keys = [k for k in keys if IMAGE_KEY.match(k)]
+        if img_keys:
+            self._collate_images(dict_batch, img_keys, batch_size)
+        txt_keys = [k for k in keys if TEXT_KEY.match(k)]
+        if txt_keys:
+            self._collate_texts(dict_batch, txt_keys, batch_size, mlm_collator)
+        return dict_batch
+
+    @staticmethod
+    def _collate_images(dict_batch: Dict[str, Any], img_keys: Sequence[str], batch_size: int) -> None:
+        sizes = [v.shape for k in img_keys for views in dict_batch[k] if views is not None for v in views]
+        for s in sizes:
+            if len(s) != 3:
+                raise ValueError(f"collate: an image should have shape (3, H, W), got {tuple(s)}")
+        max_h = max(s[1] for s in sizes)
+        max_w = max(s[2] for s in sizes)
+        for k in img_keys:
+            images = dict_batch[k]
+            n_views = max(len(v) for v in images if v is not None)
+            padded = [torch.zeros(batch_size, 3, max_h, max_w) for _ in range(n_views)]
+            for bi, views in enumerate(images):
+                if views is None:
+                    continue
+                for vi, v in enumerate(views):
+                    padded[vi][bi, :, : v.shape[1], : v.shape[2]] = v
+            dict_batch[k] = padded
+
+    def _collate_texts(self, dict_batch, txt_keys, batch_size, mlm_collator) -> None:
+        texts = [[d[0] for d in dict_batch[k]] for k in txt_keys]
+        encodings = [[d[1] for d in dict_batch[k]] for k in txt_keys]
+        flat = [e for per_key in encodings for e in per_key]
+        mlm = mlm_collator(flat)
+        mlm_ids, mlm_labels = mlm["input_ids"], mlm["labels"]
+        width = max(self.max_text_len, mlm_ids.shape[1])
+        if mlm_ids.shape[1] < width:
+            pad = width - mlm_ids.shape[1]
+            pad_id = self.tokenizer.pad_token_id if self.tokenizer is not None else 0
+            mlm_ids = torch.nn.functional.pad(mlm_ids, (0, pad), value=pad_id)
+            mlm_labels = torch.nn.functional.pad(mlm_labels, (0, pad), value=-100)
+        for i, k in enumerate(txt_keys):
+            ids = torch.zeros(batch_size, width, dtype=torch.long)  # upstream fills with 0 (meter.md quirk 13)
+            masks = torch.zeros(batch_size, width, dtype=torch.long)
+            for bi, enc in enumerate(encodings[i]):
+                e_ids, e_mask = list(enc["input_ids"]), list(enc["attention_mask"])
+                ids[bi, : len(e_ids)] = torch.as_tensor(e_ids, dtype=torch.long)
+                masks[bi, : len(e_mask)] = torch.as_tensor(e_mask, dtype=torch.long)
+            dict_batch[k] = texts[i]
+            dict_batch[f"{k}_ids"] = ids
+            dict_batch[f"{k}_labels"] = torch.full_like(ids, -100)
+            dict_batch[f"{k}_ids_mlm"] = mlm_ids[batch_size * i: batch_size * (i + 1)]
+            dict_batch[f"{k}_labels_mlm"] = mlm_labels[batch_size * i: batch_size * (i + 1)]
+            dict_batch[f"{k}_masks"] = masks
+
+
+def _split_tables(cls, split: str, names: Optional[Sequence[str]]) -> List[str]:
+    if split not in SPLITS:
+        raise ValueError(f"{cls.__name__}: split={split!r}; expected one of {SPLITS}")
+    if names is not None:
+        return list(names)
+    return list(cls.split_names[split])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Task datasets
+# ----------------------------------------------------------------------------------------------------------------
+
+VILT_VQA_SPLITS = {"train": ["vqav2_train", "vqav2_trainable_val"], "val": ["vqav2_rest_val"], "test": ["vqav2_test"]}
+METER_VQA_SPLITS = {"train": ["vqav2_train", "vqav2_val"], "val": ["vqav2_val"], "test": ["vqav2_test"]}
+
+
+class VQAv2Dataset(BaseDataset):
+    """Upstream ``VQAv2Dataset``: one sample per question (duplicates kept); ViLT tables by default.
+
+    Sample: image, text, vqa_answer, vqa_labels, vqa_scores (empty lists where a row carries no answers, e.g. the
+    test tables), qid. `names` overrides the split's tables (METER: :data:`METER_VQA_SPLITS`).
+    """
+
+    split_names = VILT_VQA_SPLITS
+
+    def __init__(self, *args, split: str = "", names: Optional[Sequence[str]] = None, **kwargs):
+        self.split = split
+        kwargs.pop("text_column_name", None)
+        kwargs.pop("remove_duplicate", None)
+        super().__init__(*args, names=_split_tables(type(self), split, names), text_column_name="questions",
+                         remove_duplicate=False, **kwargs)
+
+    def _answer_cell(self, column: str, row: int, question_index: int) -> list:
+        per_question = self.table[column][row].as_py() or []
+        return list(per_question[question_index]) if question_index < len(per_question) else []
+
+    def get_sample(self, index: int) -> Dict[str, Any]:
+        image = self.get_image(index)["image"]
+        text = self.get_text(index)["text"]
+        row, q = self.index_mapper[index]
+        return {
+            "image": image,
+            "text": text,
+            "vqa_answer": self._answer_cell("answers", row, q),
+            "vqa_labels": self._answer_cell("answer_labels", row, q),
+            "vqa_scores": self._answer_cell("answer_scores", row, q),
+            "qid": self.table["question_id"][row][q].as_py(),
+        }
+
+
+class NLVR1Dataset(VQAv2Dataset):
+    """NLVR (v1.0) as a binary VQA-schema task (``nlvr1_{train,val,test}.arrow`` by default; pass `names` for other
+    file names). Its test table carries answers, so test metrics can be computed."""
+
+    split_names = {"train": ["nlvr1_train"], "val": ["nlvr1_val"], "test": ["nlvr1_test"]}
+
+
+class NLVR2Dataset(BaseDataset):
+    """Upstream ``NLVR2Dataset``: one sample per sentence; image_0, image_1, text, answers (bool), table_name."""
+
+    split_names = {"train": ["nlvr2_train"], "val": ["nlvr2_dev", "nlvr2_test1"], "test": ["nlvr2_dev", "nlvr2_test1"]}
+
+    def __init__(self, *args, split: str = "", names: Optional[Sequence[str]] = None, **kwargs):
+        self.split = split
+        kwargs.pop("text_column_name", None)
+        kwargs.pop("remove_duplicate", None)
+        super().__init__(*args, names=_split_tables(type(self), split, names), text_column_name="questions",
+                         remove_duplicate=False, **kwargs)
+
+    def get_sample(self, index: int) -> Dict[str, Any]:
+        image_0 = self.get_image(index, image_key="image_0")["image"]
+        image_1 = self.get_image(index, image_key="image_1")["image"]
+        text = self.get_text(index)["text"]
+        row, q = self.index_mapper[index]
+        return {
+            "image_0": image_0,
+            "image_1": image_1,
+            "text": text,
+            "answers": self.table["answers"][row][q].as_py() == "True",
+            "table_name": self.locate_row(row)[0],
+        }
+
+
+class _CaptionDataset(BaseDataset):
+    """Caption datasets: text column "caption", de-duplicated; samples from ``get_suite``."""
+
+    def __init__(self, *args, split: str = "", names: Optional[Sequence[str]] = None, **kwargs):
+        self.split = split
+        kwargs.pop("text_column_name", None)
+        super().__init__(*args, names=self.resolve_names(args, kwargs, split, names), text_column_name="caption",
+                         **kwargs)
+
+    @classmethod
+    def resolve_names(cls, args, kwargs, split: str, names: Optional[Sequence[str]]) -> List[str]:
+        return _split_tables(cls, split, names)
+
+
+class F30KCaptionKarpathyDataset(_CaptionDataset):
+    split_names = {
+        "train": ["f30k_caption_karpathy_train", "f30k_caption_karpathy_val"],
+        "val": ["f30k_caption_karpathy_test"],
+        "test": ["f30k_caption_karpathy_test"],
+    }
+
+
+class CocoCaptionKarpathyDataset(_CaptionDataset):
+    """Upstream adds ``iid`` (the COCO image id parsed from the file name) to test samples."""
+
+    split_names = {
+        "train": ["coco_caption_karpathy_train", "coco_caption_karpathy_restval"],
+        "val": ["coco_caption_karpathy_test"],
+        "test": ["coco_caption_karpathy_test"],
+    }
+
+    def get_sample(self, index: int) -> Dict[str, Any]:
+        suite = self.get_suite(index)
+        if "test" in self.split:
+            image_id = str(self.cell("image_id", self.index_mapper[index][0]))
+            suite["iid"] = int(image_id.split(".")[0].split("_")[-1])
+        return suite
+
+
+class VisualGenomeCaptionDataset(_CaptionDataset):
+    """Pre-training only: ``vg.arrow``; no validation tables (test -> val -> empty)."""
+
+    split_names = {"train": ["vg"], "val": [], "test": []}
+
+
+def discover_shards(data_dir: str, prefix: str) -> List[str]:
+    """Consecutive ``<prefix>0.arrow, <prefix>1.arrow, ...`` in `data_dir` (stems); ArrowFileError if none."""
+    names = []
+    while os.path.isfile(os.path.join(data_dir, f"{prefix}{len(names)}.arrow")):
+        names.append(f"{prefix}{len(names)}")
+    if not names:
+        raise ArrowFileError(f"arrow file not found: {os.path.join(data_dir, prefix + '0.arrow')!r} "
+                             f"(expected shards {prefix}0.arrow, {prefix}1.arrow, ... written by the writer)")
+    return names
+
+
+class _ShardedCaptionDataset(_CaptionDataset):
+    """Caption datasets stored as numbered shards; the train split takes every consecutive shard present."""
+
+    train_shard_prefix = ""
+
+    @classmethod
+    def resolve_names(cls, args, kwargs, split, names):
+        if names is None and split == "train":
+            data_dir = kwargs.get("data_dir", args[0] if args else "")
+            return discover_shards(data_dir, cls.train_shard_prefix)
+        return _split_tables(cls, split, names)
+
+
+class SBUCaptionDataset(_ShardedCaptionDataset):
+    """Pre-training only: ``sbu_0.arrow`` ... (upstream: 9 shards); no validation tables."""
+
+    train_shard_prefix = "sbu_"
+    split_names = {"train": [f"sbu_{i}" for i in range(9)], "val": [], "test": []}
+
+
+class ConceptualCaptionDataset(_ShardedCaptionDataset):
+    """Pre-training only: ``conceptual_caption_train_0.arrow`` ... (ViLT 30 shards, METER 31);
+    validation ``conceptual_caption_val_0`` (ViLT)."""
+
+    train_shard_prefix = "conceptual_caption_train_"
+    split_names = {"train": [f"conceptual_caption_train_{i}" for i in range(30)],
+                   "val": ["conceptual_caption_val_0"], "test": ["conceptual_caption_val_0"]}
+
+
+DATASETS = {
+    "vqa": VQAv2Dataset,
+    "nlvr2": NLVR2Dataset,
+    "f30k": F30KCaptionKarpathyDataset,
+    "coco": CocoCaptionKarpathyDataset,
+    "vg": VisualGenomeCaptionDataset,
+    "sbu": SBUCaptionDataset,
+    "gcc": ConceptualCaptionDataset,
+    "nlvr1": NLVR1Dataset,
+}
