@@ -24,6 +24,9 @@ A backbone model implements ``peft_spec() -> BackboneSpec``:
     the residual add (where sequential adapters go), else ``None``.
 
 * ``sequence_site``: a :class:`SequenceSite` where extra tokens enter the whole token sequence (shallow prompts).
+* ``sequence_sites``: several such sites for backbones with more than one token stream (METER: text and image
+  streams at the fusion input); shallow prompting gives every site its own prompt set. When it is non-empty it is
+  used instead of ``sequence_site``.
 * ``common_trainable``: parameter-name prefixes trained by every tuning method except ``full`` (task heads, poolers,
   modal-type embeddings, class token), as the APT paper trains them.
 * ``prepare(policy)``: optional callback run by :func:`shared_apt.apply` before freezing (ViLT/METER switch on their
@@ -102,6 +105,13 @@ class BackboneSpec:
     signature: dict
     prepare: Optional[Callable[[str], None]] = None
     frozen: list = field(default_factory=list)  # name prefixes never trained, whatever the policy (ViLT IR/TR: ITM)
+    sequence_sites: list = field(default_factory=list)  # multi-stream backbones: one SequenceSite per stream
+
+    def shallow_sites(self) -> list:
+        """Where shallow prompts go: ``sequence_sites`` if declared, else ``[sequence_site]`` (or nothing)."""
+        if self.sequence_sites:
+            return list(self.sequence_sites)
+        return [self.sequence_site] if self.sequence_site is not None else []
 
 
 def backbone_spec(model: nn.Module) -> BackboneSpec:

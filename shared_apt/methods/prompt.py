@@ -64,11 +64,15 @@ class DeepPrompt(PromptTokens):
 
 
 def attach_shallow(spec, config) -> list:
-    site = spec.sequence_site
-    if site is None:
+    """One prompt set of ``num_prompts`` tokens per sequence site (one for ViLT; text and image streams for METER)."""
+    sites = spec.shallow_sites()
+    if not sites:
         raise ValueError(f"backbone {spec.signature.get('backbone')} declares no sequence site for shallow prompts")
-    placement = site.default_placement if config.prompt_placement == "default" else config.prompt_placement
-    return [ShallowPrompt(site.dim, config.num_prompts).attach(site, placement)]
+    mods = []
+    for site in sites:
+        placement = site.default_placement if config.prompt_placement == "default" else config.prompt_placement
+        mods.append(ShallowPrompt(site.dim, config.num_prompts).attach(site, placement))
+    return mods
 
 
 def attach_deep(spec, config) -> list:

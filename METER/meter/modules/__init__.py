@@ -1,0 +1,3 @@
+from .meter_module import METERTransformerSS
+
+__all__ = ["METERTransformerSS"]
