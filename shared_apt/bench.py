@@ -231,12 +231,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rank", type=int, default=None)
     ap.add_argument("--reference-apt", action="store_true", help="APT through the reference autograd path")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--loader", action="store_true", help="measure data loading throughput instead")
-    args = ap.parse_args(argv)
-    if args.loader:
+    ap.add_argument("--loader", action="store_true",
+                    help="measure data loading throughput instead (options: python -m shared_apt.bench_loader -h)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--loader" in argv:
         from .bench_loader import main as loader_main
 
         return loader_main(argv)
+    args = ap.parse_args(argv)
     bad = [m for m in (args.methods.split(",") if args.methods != "all" else []) if m not in METHODS]
     if bad:
         ap.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
