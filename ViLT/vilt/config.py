@@ -80,6 +80,7 @@ def config():
     cls_token_id = 101          # [CLS] id of the tokenizer, for the class token of PETL methods
     peft = "full"               # full, classifier, shallow_prompt, deep_prompt, lora, adapter, scaled_pa, apt
     peft_options = {}           # shared_apt.PeftConfig fields, e.g. {"num_prompts": 200, "apt_rank": 4}
+    peft_lr_scale = 1           # the optimiser uses learning_rate x peft_lr_scale (PETL named configs: 5)
     trust_checkpoint = False    # allow full unpickling of load_path (only for files you trust)
     accelerator = "auto"        # "cpu" forces CPU processes (num_gpus then means processes, gloo backend)
     max_bad_image_fraction = 0.01
@@ -129,120 +130,22 @@ def task_mlm_itm_mpp():
     max_image_len = 200
 
 
-@ex.named_config
-def task_finetune_nlvr2():
-    exp_name = "finetune_nlvr2"
-    datasets = ["nlvr2"]
-    loss_names = _loss_names({"nlvr2": 1})
-    batch_size = 128
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    draw_false_image = 0
-    learning_rate = 1e-4
-
-
-@ex.named_config
-def task_finetune_nlvr2_randaug():
-    exp_name = "finetune_nlvr2_randaug"
-    datasets = ["nlvr2"]
-    train_transform_keys = ["pixelbert_randaug"]
-    loss_names = _loss_names({"nlvr2": 1})
-    batch_size = 128
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    draw_false_image = 0
-    learning_rate = 1e-4
-
-
-@ex.named_config
-def task_finetune_vqa():
-    exp_name = "finetune_vqa"
-    datasets = ["vqa"]
-    loss_names = _loss_names({"vqa": 1})
-    batch_size = 256
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    draw_false_image = 0
-    learning_rate = 1e-4
-    val_check_interval = 0.1
-    lr_mult = 10
-
-
-@ex.named_config
-def task_finetune_vqa_randaug():
-    exp_name = "finetune_vqa_randaug"
-    datasets = ["vqa"]
-    train_transform_keys = ["pixelbert_randaug"]
-    loss_names = _loss_names({"vqa": 1})
-    batch_size = 256
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    draw_false_image = 0
-    learning_rate = 1e-4
-    val_check_interval = 0.1
-    lr_mult = 10
-
-
-@ex.named_config
-def task_finetune_irtr_coco():
-    exp_name = "finetune_irtr_coco"
-    datasets = ["coco"]
-    loss_names = _loss_names({"itm": 0.5, "irtr": 1})
-    batch_size = 256
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    get_recall_metric = True
-    draw_false_text = 15
-    learning_rate = 1e-4
-
-
-@ex.named_config
-def task_finetune_irtr_coco_randaug():
-    exp_name = "finetune_irtr_coco_randaug"
-    datasets = ["coco"]
-    train_transform_keys = ["pixelbert_randaug"]
-    loss_names = _loss_names({"itm": 0.5, "irtr": 1})
-    batch_size = 256
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    get_recall_metric = True
-    draw_false_text = 15
-    learning_rate = 1e-4
-
-
-@ex.named_config
-def task_finetune_irtr_f30k():
-    exp_name = "finetune_irtr_f30k"
-    datasets = ["f30k"]
-    loss_names = _loss_names({"itm": 0.5, "irtr": 1})
-    batch_size = 256
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    get_recall_metric = True
-    draw_false_text = 15
-    learning_rate = 1e-4
-
-
-@ex.named_config
-def task_finetune_irtr_f30k_randaug():
-    exp_name = "finetune_irtr_f30k_randaug"
-    datasets = ["f30k"]
-    train_transform_keys = ["pixelbert_randaug"]
-    loss_names = _loss_names({"itm": 0.5, "irtr": 1})
-    batch_size = 256
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    get_recall_metric = True
-    draw_false_text = 15
-    learning_rate = 1e-4
+# Fine-tuning task configs (vilt.md §3.2): every one sets max_epoch 10, max_steps None, warmup 0.1, lr 1e-4; each
+# exists plain and with RandAugment ("_randaug").
+_FINETUNE = {
+    "nlvr2": dict(datasets=["nlvr2"], loss_names=_loss_names({"nlvr2": 1}), batch_size=128, draw_false_image=0),
+    "vqa": dict(datasets=["vqa"], loss_names=_loss_names({"vqa": 1}), batch_size=256, draw_false_image=0,
+                val_check_interval=0.1, lr_mult=10),
+    "irtr_coco": dict(datasets=["coco"], loss_names=_loss_names({"itm": 0.5, "irtr": 1}), batch_size=256,
+                      get_recall_metric=True, draw_false_text=15),
+    "irtr_f30k": dict(datasets=["f30k"], loss_names=_loss_names({"itm": 0.5, "irtr": 1}), batch_size=256,
+                      get_recall_metric=True, draw_false_text=15),
+}
+for _task, _values in _FINETUNE.items():
+    for _suffix, _extra in (("", {}), ("_randaug", {"train_transform_keys": ["pixelbert_randaug"]})):
+        ex.add_named_config(f"task_finetune_{_task}{_suffix}", dict(
+            exp_name=f"finetune_{_task}{_suffix}", max_epoch=10, max_steps=None, warmup_steps=0.1,
+            learning_rate=1e-4, **_values, **_extra))
 
 
 @ex.named_config
@@ -279,61 +182,16 @@ def vit32_base():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tuning methods with the APT paper's settings (apt.md §1.7, §2): every PETL method uses 5x the task's learning
-# rate (the task config's 1e-4 becomes 5e-4); full tuning keeps the upstream recipe.
-
-
-@ex.named_config
-def peft_full():
-    peft = "full"
-
-
-@ex.named_config
-def peft_classifier():
-    peft = "classifier"
-    learning_rate = 5e-4
-
-
-@ex.named_config
-def peft_shallow_prompt():
-    peft = "shallow_prompt"
-    peft_options = {"num_prompts": 200}
-    learning_rate = 5e-4
-
-
-@ex.named_config
-def peft_deep_prompt():
-    peft = "deep_prompt"
-    peft_options = {"num_prompts": 200}
-    learning_rate = 5e-4
-
-
-@ex.named_config
-def peft_lora():
-    peft = "lora"
-    peft_options = {"lora_rank": 4, "lora_dropout": 0.1}
-    learning_rate = 5e-4
-
-
-@ex.named_config
-def peft_adapter():
-    peft = "adapter"
-    peft_options = {"adapter_bottleneck": 96}
-    learning_rate = 5e-4
-
-
-@ex.named_config
-def peft_scaled_pa():
-    peft = "scaled_pa"
-    peft_options = {"pa_bottleneck": 96, "pa_scale": 4.0}
-    learning_rate = 5e-4
-
-
-@ex.named_config
-def peft_apt():
-    peft = "apt"
-    peft_options = {"num_prompts": 200, "apt_rank": 4}
-    learning_rate = 5e-4
+# Tuning methods with the APT paper's settings (apt.md §1.7, §2): every PETL method trains at 5x the task's learning
+# rate (peft_lr_scale, so the order of named configs does not matter); full tuning keeps the upstream recipe.
+_PEFT = {
+    "full": {}, "classifier": {}, "shallow_prompt": {"num_prompts": 200}, "deep_prompt": {"num_prompts": 200},
+    "lora": {"lora_rank": 4, "lora_dropout": 0.1}, "adapter": {"adapter_bottleneck": 96},
+    "scaled_pa": {"pa_bottleneck": 96, "pa_scale": 4.0}, "apt": {"num_prompts": 200, "apt_rank": 4},
+}
+for _method, _options in _PEFT.items():
+    ex.add_named_config(f"peft_{_method}", dict(peft=_method, peft_options=_options,
+                                               peft_lr_scale=1 if _method == "full" else 5))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,22 +1,413 @@
 """The LightningModule shared by ViLT and METER (upstream: the training half of ViLTransformerSS /
-METERTransformerSS). Backbone classes subclass it and provide the modules, ``infer`` and ``peft_spec``."""
+METERTransformerSS, vilt/modules/vilt_utils.py and objectives.py; vilt.md §3.3, §4, §5, §8).
+
+Backbone classes subclass :class:`VisionLanguageModule` and provide the nn modules, ``infer(batch, ...)`` (upstream's
+output dict), the heads (``vqa_classifier``, ``nlvr2_classifier``, ``itm_score``, ``mlm_score``, ``rank_output``) and
+``peft_spec``. Everything here uses only those and config keys:
+
+* tasks: ``loss_names`` values are thresholds: > 0 builds a head (backbone's job), >= 1 runs the objective;
+  all executed losses are summed with weight 1;
+* metrics: upstream names (``vqa/train/score``, ``nlvr2/dev/accuracy``, ``irtr/val/irtr_loss``, ``…_epoch``,
+  ``train/the_metric``, ``val/the_metric``, ``recalls/ir_r1`` …); epoch values are corpus-level and synchronised
+  over processes (``shared_apt.data.metrics`` all-reduce at compute);
+* IR/TR recall over the whole validation/test split (every image against every caption), images split over
+  processes, score rows gathered in memory;
+* VQA test submission gathered over processes in memory and written once by rank 0 as
+  ``<log_dir>/vqa_submit_<load_path stem>.json`` (upstream format, no per-rank files);
+* randomness: every training step re-seeds the global generators from (seed, global step, rank), so a run resumed
+  from a checkpoint draws the same random numbers as an uninterrupted one.
+"""
 from __future__ import annotations
 
+import json
+import logging
+import os
+import random
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from shared_apt.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
+
+from . import objectives
+from .optim import VILT_HEAD_NAMES, set_schedule
+
+log = logging.getLogger(__name__)
+
+# Upstream's execution order inside forward.
+TASK_ORDER = ("mlm", "mpp", "itm", "vqa", "nlvr2", "irtr")
+KNOWN_TASKS = set(TASK_ORDER)
+
+
+def _dist_ready() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_gather_objects(obj) -> list:
+    """[obj of rank 0, obj of rank 1, ...] (in memory, ``all_gather_object``); [obj] without a process group."""
+    if not _dist_ready():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def step_seed(seed: int, step: int, rank: int, salt: int = 0) -> int:
+    return (int(seed) * 1_000_003 + int(step) * 9_176 + int(rank) * 7_919 + salt * 104_729) % (2 ** 31 - 1)
+
+
+def seed_all(value: int) -> None:
+    random.seed(value)
+    np.random.seed(value % (2 ** 32))
+    torch.manual_seed(value)
 
 
 class VisionLanguageModule(pl.LightningModule):
     backbone_name = "vl"
+    head_lr_names: Tuple[str, ...] = VILT_HEAD_NAMES
 
     def __init__(self, config: dict):
         super().__init__()
         self.save_hyperparameters({"config": dict(config)})
-        self.current_tasks: list = []
+        self.current_tasks: List[str] = []
+        self._vqa_predictions: List[dict] = []
+        self.recall_results: Optional[Dict[str, float]] = None
+        unknown = [k for k in dict(config.get("loss_names", {})) if k not in KNOWN_TASKS]
+        if unknown:
+            raise ValueError(f"loss_names has unknown task(s) {unknown}; known: {list(TASK_ORDER)}")
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Tasks and metrics
+
+    @property
+    def config(self) -> dict:
+        return self.hparams.config
+
+    def executed_tasks(self) -> List[str]:
+        loss_names = self.config["loss_names"]
+        tasks = [k for k in TASK_ORDER if loss_names.get(k, 0) >= 1]
+        if "mpp" in tasks:
+            raise ValueError("loss_names.mpp >= 1: masked patch prediction cannot run (upstream's mask_tokens uses a "
+                             "mask_token the VisionTransformer never defines, vilt.md §5); set mpp to 0")
+        return tasks
+
+    def set_tasks(self) -> None:
+        """Upstream ``set_task``: the tasks whose loss_names value is >= 1."""
+        self.current_tasks = self.executed_tasks()
 
     def setup_metrics(self) -> None:
-        """Create the metric objects of every task in ``loss_names`` (filled in by the training code)."""
+        """Upstream ``set_metrics``: per phase (train, val) the epoch metrics of every executed task. The metric
+        objects are sub-modules with non-persistent buffers (no state_dict keys)."""
+        for task in self.executed_tasks():
+            for split in ("train", "val"):
+                if task == "vqa":
+                    setattr(self, f"{split}_vqa_score", VQAScore())
+                    setattr(self, f"{split}_vqa_loss", Scalar())
+                elif task == "nlvr2":
+                    if split == "train":
+                        self.train_nlvr2_accuracy, self.train_nlvr2_loss = Accuracy(), Scalar()
+                    else:
+                        self.dev_nlvr2_accuracy, self.dev_nlvr2_loss = Accuracy(), Scalar()
+                        self.test_nlvr2_accuracy, self.test_nlvr2_loss = Accuracy(), Scalar()
+                elif task == "irtr":
+                    setattr(self, f"{split}_irtr_loss", Scalar())
+                elif task == "itm":
+                    setattr(self, f"{split}_itm_accuracy", Accuracy())
+                    setattr(self, f"{split}_itm_loss", Scalar())
+                    setattr(self, f"{split}_itm_wpa_loss", Scalar())
+                else:
+                    setattr(self, f"{split}_{task}_accuracy", Accuracy())
+                    setattr(self, f"{split}_{task}_loss", Scalar())
+
+    def lr_rules(self) -> List[Tuple[Sequence[str], float]]:
+        """Learning-rate multiplier rules for :func:`shared_apt.training.optim.set_schedule`: ViLT multiplies the
+        VQA / NLVR2 classifiers by ``lr_mult``. METER overrides (cross_modal x lr_mult_cross_modal, heads x
+        lr_mult_head)."""
+        return [(tuple(self.head_lr_names), float(self.config.get("lr_mult", 1)))]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Forward
 
     def forward(self, batch):
         if not self.current_tasks:
             return self.infer(batch)
-        raise NotImplementedError("task objectives are provided by shared_apt.training")
+        ret = {}
+        for task in self.current_tasks:
+            ret.update(objectives.OBJECTIVES[task](self, batch))
+        return ret
+
+    @staticmethod
+    def total_loss(output: dict) -> torch.Tensor:
+        return sum(v for k, v in output.items() if "loss" in k)
+
+    def _batch_size(self, batch) -> int:
+        for key in ("text_ids", "image", "image_0"):
+            if key in batch:
+                v = batch[key]
+                return int((v[0] if isinstance(v, list) else v).shape[0])
+        return 1
+
+    def _log(self, name: str, value, batch_size: int) -> None:
+        self.log(name, value, batch_size=batch_size)
+
+    def update_metrics(self, phase: str, output: dict, batch) -> None:
+        """Accumulate the epoch metrics and log the per-step values (upstream names)."""
+        bs = self._batch_size(batch)
+        if "vqa_loss" in output:
+            getattr(self, f"{phase}_vqa_loss").update(output["vqa_loss"])
+            getattr(self, f"{phase}_vqa_score").update(output["vqa_logits"], output["vqa_targets"])
+            self._log(f"vqa/{phase}/loss", output["vqa_loss"].detach(), bs)
+            self._log(f"vqa/{phase}/score", objectives.batch_vqa_score(output["vqa_logits"], output["vqa_targets"]),
+                      bs)
+        if "nlvr2_loss" in output:
+            logits, labels = output["nlvr2_logits"], output["nlvr2_labels"]
+            if phase == "train":
+                self.train_nlvr2_loss.update(output["nlvr2_loss"])
+                self.train_nlvr2_accuracy.update(logits, labels)
+                self._log("nlvr2/train/loss", output["nlvr2_loss"].detach(), bs)
+                self._log("nlvr2/train/accuracy", objectives.batch_accuracy(logits, labels), bs)
+            else:
+                names = batch.get("table_name")
+                if names is None:
+                    raise KeyError("NLVR2 evaluation batches need 'table_name' to split dev and test metrics")
+                for split, word in (("dev", "dev"), ("test", "test")):
+                    rows = objectives.split_rows(names, word)
+                    if not rows:
+                        continue
+                    loss = torch.nn.functional.cross_entropy(logits[rows].float(), labels[rows])
+                    getattr(self, f"{split}_nlvr2_loss").update(loss)
+                    getattr(self, f"{split}_nlvr2_accuracy").update(logits[rows], labels[rows])
+                    self._log(f"nlvr2/{split}/loss", loss.detach(), len(rows))
+                    self._log(f"nlvr2/{split}/accuracy", objectives.batch_accuracy(logits[rows], labels[rows]),
+                              len(rows))
+        if "irtr_loss" in output:
+            getattr(self, f"{phase}_irtr_loss").update(output["irtr_loss"])
+            self._log(f"irtr/{phase}/irtr_loss", output["irtr_loss"].detach(), bs)
+        if "itm_loss" in output:
+            getattr(self, f"{phase}_itm_loss").update(output["itm_loss"])
+            getattr(self, f"{phase}_itm_wpa_loss").update(output["itm_wpa_loss"])
+            getattr(self, f"{phase}_itm_accuracy").update(output["itm_logits"], output["itm_labels"])
+            self._log(f"itm/{phase}/loss", output["itm_loss"].detach(), bs)
+            self._log(f"itm/{phase}/wpa_loss", output["itm_wpa_loss"].detach(), bs)
+            self._log(f"itm/{phase}/accuracy", objectives.batch_accuracy(output["itm_logits"], output["itm_labels"]),
+                      bs)
+        if "mlm_loss" in output:
+            getattr(self, f"{phase}_mlm_loss").update(output["mlm_loss"])
+            getattr(self, f"{phase}_mlm_accuracy").update(output["mlm_logits"], output["mlm_labels"])
+            self._log(f"mlm/{phase}/loss", output["mlm_loss"].detach(), bs)
+            self._log(f"mlm/{phase}/accuracy", objectives.batch_accuracy(output["mlm_logits"], output["mlm_labels"]),
+                      bs)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Lightning steps
+
+    def on_train_batch_start(self, batch, batch_idx):
+        seed_all(step_seed(self.config["seed"], self.global_step, self.global_rank, batch_idx))
+
+    def training_step(self, batch, batch_idx):
+        if batch is None:  # every sample of the batch had an undecodable image
+            return None
+        self.set_tasks()
+        output = self(batch)
+        self.update_metrics("train", output, batch)
+        return self.total_loss(output)
+
+    def on_validation_epoch_start(self):
+        seed_all(step_seed(self.config["seed"], self.global_step, self.global_rank, salt=1))
+
+    def on_test_epoch_start(self):
+        seed_all(step_seed(self.config["seed"], self.global_step, self.global_rank, salt=2))
+        self._vqa_predictions = []
+
+    def validation_step(self, batch, batch_idx):
+        if batch is None:
+            return None
+        self.set_tasks()
+        output = self(batch)
+        self.update_metrics("val", output, batch)
+
+    def test_step(self, batch, batch_idx):
+        if batch is None:
+            return None
+        self.set_tasks()
+        output = self(batch)
+        self.update_metrics("val", output, batch)
+        if "vqa_logits" in output:
+            preds = output["vqa_logits"].argmax(dim=-1).tolist()
+            for qid, pred in zip(batch["qid"], preds):
+                self._vqa_predictions.append({"question_id": int(qid), "answer_id": int(pred)})
+
+    def on_train_epoch_end(self):
+        self.epoch_wrapup("train")
+
+    def on_validation_epoch_end(self):
+        self.epoch_wrapup("val")
+
+    def on_test_epoch_end(self):
+        self.epoch_wrapup("val")
+        if "vqa" in self.executed_tasks():
+            self.write_vqa_submission()
+
+    def configure_optimizers(self):
+        return set_schedule(self)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Epoch end (upstream epoch_wrapup)
+
+    def _log_epoch(self, name: str, value) -> None:
+        # values are already synchronised over processes (metric compute / gathered recall)
+        self.log(name, value, on_step=False, on_epoch=True, sync_dist=False, rank_zero_only=False)
+
+    def epoch_wrapup(self, phase: str) -> float:
+        the_metric = 0.0
+        if (phase == "val" and self.config.get("get_recall_metric") and not self.trainer.sanity_checking):
+            recalls = self.compute_irtr_recall()
+            self.recall_results = recalls
+            log.info("global step %d recalls: %s", self.global_step, recalls)
+            for k, v in recalls.items():
+                self._log_epoch(f"recalls/{k}", float(v))
+            the_metric += recalls["ir_r1"] + recalls["tr_r1"]
+
+        for task in self.executed_tasks():
+            value = 0.0
+            if task == "vqa":
+                value = self._pop_metric(f"{phase}_vqa_score", f"vqa/{phase}/score_epoch")
+                self._pop_metric(f"{phase}_vqa_loss", f"vqa/{phase}/loss_epoch")
+            elif task == "nlvr2":
+                if phase == "train":
+                    value = self._pop_metric("train_nlvr2_accuracy", "nlvr2/train/accuracy_epoch")
+                    self._pop_metric("train_nlvr2_loss", "nlvr2/train/loss_epoch")
+                else:
+                    # upstream computes dev, then overwrites `value` with test-P (model selection uses test-P)
+                    value = self._pop_metric("dev_nlvr2_accuracy", "nlvr2/dev/accuracy_epoch")
+                    self._pop_metric("dev_nlvr2_loss", "nlvr2/dev/loss_epoch")
+                    value = self._pop_metric("test_nlvr2_accuracy", "nlvr2/test/accuracy_epoch")
+                    self._pop_metric("test_nlvr2_loss", "nlvr2/test/loss_epoch")
+            elif task == "irtr":
+                self._pop_metric(f"{phase}_irtr_loss", f"irtr/{phase}/irtr_loss_epoch")
+                value = 0.0
+            elif task == "itm":
+                value = self._pop_metric(f"{phase}_itm_accuracy", f"itm/{phase}/accuracy_epoch")
+                self._pop_metric(f"{phase}_itm_loss", f"itm/{phase}/loss_epoch")
+                self._pop_metric(f"{phase}_itm_wpa_loss", f"itm/{phase}/wpa_loss_epoch")
+            else:
+                value = self._pop_metric(f"{phase}_{task}_accuracy", f"{task}/{phase}/accuracy_epoch")
+                self._pop_metric(f"{phase}_{task}_loss", f"{task}/{phase}/loss_epoch")
+            the_metric += float(value)
+        self._log_epoch(f"{phase}/the_metric", the_metric)
+        return the_metric
+
+    def _pop_metric(self, attr: str, name: str) -> float:
+        metric = getattr(self, attr)
+        value = metric.compute()  # collective: every rank calls it in the same order
+        metric.reset()
+        self._log_epoch(name, value)
+        return float(value)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # VQA submission (upstream vqa_test_step / vqa_test_wrapup, gathered in memory)
+
+    def id2answer(self) -> Dict[int, str]:
+        dm = getattr(self.trainer, "datamodule", None)
+        dicts = getattr(dm, "dm_dicts", {}) if dm is not None else {}
+        for key in ("vqa_trainval", "vqa"):
+            if key in dicts and hasattr(dicts[key], "id2answer"):
+                return dicts[key].id2answer
+        raise RuntimeError("VQA test needs the answer vocabulary: the datamodule has no dm_dicts['vqa'].id2answer")
+
+    def submission_path(self) -> str:
+        stem = os.path.basename(str(self.config.get("load_path") or ""))
+        stem = stem[:-5] if stem.endswith(".ckpt") else os.path.splitext(stem)[0]
+        return os.path.join(self.config.get("log_dir") or "result", f"vqa_submit_{stem}.json")
+
+    def write_vqa_submission(self) -> Optional[str]:
+        gathered = all_gather_objects(self._vqa_predictions)
+        self._vqa_predictions = []
+        if self.global_rank != 0:
+            return None
+        id2answer = self.id2answer()
+        rows, seen = [], set()
+        for part in gathered:
+            for p in part:
+                if p["question_id"] in seen:
+                    continue
+                seen.add(p["question_id"])
+                answer = id2answer[p["answer_id"]] if p["answer_id"] in id2answer else "unknown"
+                rows.append({"question_id": p["question_id"], "answer": answer})
+        path = self.submission_path()
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = path + f".tmp-{os.getpid()}"
+        with open(tmp, "w") as fp:
+            json.dump(rows, fp, indent=4)
+        os.replace(tmp, path)
+        log.info("wrote %d VQA answers to %s", len(rows), path)
+        return path
+
+    # ------------------------------------------------------------------------------------------------------------
+    # IR/TR recall over the full evaluation split (upstream compute_irtr_recall)
+
+    def retrieval_image_inputs(self, image: torch.Tensor) -> dict:
+        """Image side of retrieval scoring, computed once per image: returns what :meth:`retrieval_scores` needs.
+        Default: the image batch itself (re-encoded with every text batch). Backbones that can embed an image once
+        (ViLT: ``visual_embed``) override this and :meth:`retrieval_infer`."""
+        return {"image": image}
+
+    def retrieval_infer(self, image_inputs: dict, text_batch: dict) -> dict:
+        n = text_batch["text_ids"].shape[0]
+        img = image_inputs["image"]
+        batch = dict(text_batch)
+        batch["image"] = [img.expand(n, *img.shape[1:])]
+        return self.infer(batch)
+
+    def retrieval_scores(self, image_inputs: dict, text_batch: dict) -> torch.Tensor:
+        return self.rank_output(self.retrieval_infer(image_inputs, text_batch)["cls_feats"])[:, 0]
+
+    @torch.no_grad()
+    def compute_irtr_recall(self, text_batch_size: int = 64) -> Dict[str, float]:
+        """Every image of the evaluation split against every caption; images split over processes (each exactly
+        once), texts scored in batches of 64; the score rows are gathered and ranked (compute_recall_at_k)."""
+        dm = self.trainer.datamodule
+        text_dset = dm.make_no_false_val_dset(text_only=True)
+        image_dset = dm.make_no_false_val_dset(image_only=True)
+        text_dset.tokenizer = dm.tokenizer if getattr(text_dset, "tokenizer", None) is None else text_dset.tokenizer
+        collate = lambda b: text_dset.collate(b, mlm_collator=dm.mlm_collator)  # noqa: E731
+        text_loader = torch.utils.data.DataLoader(text_dset, batch_size=text_batch_size, shuffle=False,
+                                                  num_workers=0, collate_fn=collate)
+        text_batches, text_iids = [], []
+        for tb in text_loader:
+            text_batches.append({"text_ids": tb["text_ids"].to(self.device),
+                                 "text_masks": tb["text_masks"].to(self.device),
+                                 "text_labels": tb["text_labels"].to(self.device)})
+            text_iids += [int(i) for i in tb["img_index"]]
+
+        world = dist.get_world_size() if _dist_ready() else 1
+        rank = dist.get_rank() if _dist_ready() else 0
+        image_collate = lambda b: image_dset.collate(b, mlm_collator=dm.mlm_collator)  # noqa: E731
+        my_images = list(range(rank, len(image_dset), world))
+        rows, iids = [], []
+        ctx = self.trainer.precision_plugin.forward_context()
+        with ctx:
+            for idx in my_images:
+                sample = image_collate([image_dset[idx]])
+                if sample is None:
+                    continue
+                image = sample["image"][0].to(self.device)
+                image_inputs = self.retrieval_image_inputs(image)
+                scores = [self.retrieval_scores(image_inputs, tb).float().cpu() for tb in text_batches]
+                rows.append(torch.cat(scores) if scores else torch.zeros(0))
+                iids.append(int(sample["img_index"][0]))
+        gathered = all_gather_objects((iids, [r.numpy() for r in rows]))
+        all_iids, all_rows = [], []
+        for part_iids, part_rows in gathered:
+            all_iids += part_iids
+            all_rows += [torch.from_numpy(r) for r in part_rows]
+        if not all_rows:
+            raise RuntimeError("IR/TR recall: the evaluation split has no readable image")
+        order = sorted(range(len(all_iids)), key=lambda i: all_iids[i])
+        scores = torch.stack([all_rows[i] for i in order])
+        image_ids = [all_iids[i] for i in order]
+        return compute_recall_at_k(scores, text_iids, image_ids)

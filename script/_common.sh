@@ -1,0 +1,69 @@
+# Shared by script/*_run.sh and script/*_eval.sh (sourced, not run). Expects MODEL, METHOD, DATA_ROOT, LOAD_PATH,
+# NUM_GPUS, NUM_NODES, PER_GPU_BATCHSIZE (and CKPT for evaluation) to be set by the calling script.
+#
+# With DATA_ROOT empty the demo world (synthetic shapes, upstream arrow formats) and a small tokenizer are generated
+# once into DEMO_CACHE, and a tiny model of the same code is trained / evaluated for DEMO_STEPS steps on CPU or GPU.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="${PYTHON:-python3}"; fi
+
+case "$MODEL" in
+  vilt) ENTRY="$ROOT/ViLT/run.py" ;;
+  meter) ENTRY="$ROOT/METER/run.py" ;;
+  *) echo "error: MODEL=$MODEL; expected vilt or meter" >&2; exit 2 ;;
+esac
+if [ ! -f "$ENTRY" ]; then
+  echo "error: MODEL=$MODEL needs $ENTRY, which does not exist in this checkout" >&2; exit 2
+fi
+case "$METHOD" in
+  full|classifier|shallow_prompt|deep_prompt|lora|adapter|scaled_pa|apt) ;;
+  *) echo "error: METHOD=$METHOD; expected one of full classifier shallow_prompt deep_prompt lora adapter scaled_pa apt" >&2; exit 2 ;;
+esac
+
+# task_config <vqa|nlvr2|f30k> <train|eval>: the upstream named config of the task
+task_config() {
+  case "$MODEL:$1:$2" in
+    vilt:vqa:train) echo task_finetune_vqa_randaug ;;
+    vilt:vqa:eval) echo task_finetune_vqa ;;
+    vilt:nlvr2:train) echo task_finetune_nlvr2_randaug ;;
+    vilt:nlvr2:eval) echo task_finetune_nlvr2 ;;
+    vilt:f30k:train) echo task_finetune_irtr_f30k_randaug ;;
+    vilt:f30k:eval) echo task_finetune_irtr_f30k ;;
+    meter:vqa:*) echo task_finetune_vqa_clip_bert ;;
+    meter:nlvr2:*) echo task_finetune_nlvr2_clip_bert ;;
+    meter:f30k:*) echo task_finetune_irtr_f30k_clip_bert ;;
+  esac
+}
+
+ARGS=()
+DEMO=0
+if [ -z "$DATA_ROOT" ]; then
+  DEMO=1
+  : "${DEMO_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/apt_vl_demo}"
+  : "${DEMO_STEPS:=2}"
+  : "${DEMO_SCALE:=0.25}"
+  echo "DATA_ROOT is empty: using the demo world in $DEMO_CACHE (tiny $MODEL, $DEMO_STEPS steps)" >&2
+  DEMO_VARS="$("$PY" -m shared_apt.training.demo --cache "$DEMO_CACHE" --scale "$DEMO_SCALE")" || {
+    echo "error: could not prepare the demo world in $DEMO_CACHE" >&2; exit 1; }
+  eval "$DEMO_VARS"
+  DATA_ROOT="$DEMO_DATA_ROOT"
+  ARGS+=("tiny_$MODEL" "tokenizer=$DEMO_TOKENIZER" "vocab_size=$DEMO_VOCAB_SIZE"
+         "vqav2_label_size=$DEMO_VQA_LABELS" "cls_token_id=$DEMO_CLS_TOKEN_ID"
+         "log_dir=$DEMO_CACHE/runs" "num_workers=0" "max_steps=$DEMO_STEPS" "val_check_interval=$DEMO_STEPS"
+         "batch_size=$((PER_GPU_BATCHSIZE * NUM_GPUS * NUM_NODES))")
+fi
+
+ARGS+=("data_root=$DATA_ROOT" "num_gpus=$NUM_GPUS" "num_nodes=$NUM_NODES" "per_gpu_batchsize=$PER_GPU_BATCHSIZE"
+       "peft_$METHOD")
+
+# last_checkpoint <exp_name>: newest last.ckpt of that experiment under the demo log folder ("" if none)
+last_checkpoint() {
+  ls -t "$DEMO_CACHE"/runs/"$1"*_seed*_from_*/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1 || true
+}
+
+# launch <named config ...> [key=value ...]
+launch() {
+  echo "+ $PY $ENTRY with $* ${ARGS[*]} ${EXTRA:-}" >&2
+  # shellcheck disable=SC2086
+  exec "$PY" "$ENTRY" with "$@" "${ARGS[@]}" ${EXTRA:-}
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Fine-tune NLVR2 with a tuning method (upstream TRAIN.md command line + the method's named config).
+# Edit the variables below or set them in the environment, e.g. METHOD=lora DATA_ROOT=/data/arrows script/nlvr_run.sh
+# With DATA_ROOT empty it trains a tiny model for a few steps on the generated demo world (works on a fresh machine).
+set -euo pipefail
+: "${MODEL:=vilt}"                 # vilt | meter
+: "${METHOD:=apt}"                 # full classifier shallow_prompt deep_prompt lora adapter scaled_pa apt
+: "${DATA_ROOT:=}"                 # folder with the upstream .arrow files; empty = demo world
+: "${LOAD_PATH:=}"                 # pre-trained weights (ViLT: vilt_200k_mlm_itm.ckpt)
+: "${NUM_GPUS:=1}"
+: "${NUM_NODES:=1}"
+: "${PER_GPU_BATCHSIZE:=32}"
+: "${EXTRA:=}"                     # more Sacred key=value arguments, e.g. "learning_rate=1e-4 seed=1"
+
+source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+[ -n "$LOAD_PATH" ] && ARGS+=("load_path=$LOAD_PATH")
+[ "$DEMO" = 1 ] && [ "nlvr2" = f30k ] && ARGS+=("draw_false_text=3")
+launch "$(task_config nlvr2 train)"
