@@ -377,3 +377,31 @@ def run_cli(main_body: Callable[[], Any]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+class KarpathyWriter:
+    """``make_arrow`` and ``main`` of a Karpathy caption writer (F30K, COCO): they differ only in file names."""
+
+    def __init__(self, prefix: str, splits: Sequence[str], annotation_file: str, image_folders: Sequence[str],
+                 title: str):
+        self.prefix, self.splits, self.title = prefix, tuple(splits), title
+        self.annotation_file, self.image_folders = annotation_file, tuple(image_folders)
+
+    def make_arrow(self, root: str, dataset_root: str, seed: Optional[int] = 0, allow_missing_images: bool = False,
+                   batch_rows: int = DEFAULT_BATCH_ROWS, batch_bytes: int = DEFAULT_BATCH_BYTES,
+                   show_progress: bool = True) -> Dict[str, int]:
+        """Write ``<prefix>_<split>.arrow`` for every split; return the row count per split."""
+        return make_karpathy_arrow(
+            os.path.join(root, self.annotation_file), [os.path.join(root, f) for f in self.image_folders],
+            dataset_root, self.prefix, self.splits, seed, allow_missing_images, batch_rows, batch_bytes,
+            show_progress,
+        )
+
+    def main(self, argv: Optional[Sequence[str]] = None) -> int:
+        parser = argparse.ArgumentParser(description=f"{self.title} -> {self.prefix}_<split>.arrow")
+        add_common_arguments(parser)
+        args = parser.parse_args(argv)
+        return run_cli(lambda: print(self.make_arrow(
+            args.root, args.dataset_root, seed=args.seed, allow_missing_images=args.allow_missing_images,
+            batch_rows=args.batch_rows, show_progress=not args.no_progress,
+        )))
