@@ -119,3 +119,15 @@ class PeftConfig:
             if any(k == p or (p.endswith("_") and k.startswith(p)) for p in prefix) and k != "apt_fast":
                 out[k] = v
         return out
+
+
+# Every option can also be a top-level key of a backbone's Sacred config (``with peft=apt num_prompts=200
+# apt_rank=4``); None there means "the method's default". ``peft_options`` (a dict) is the other way to give them.
+OPTION_KEYS = tuple(f.name for f in fields(PeftConfig) if f.name != "method")
+
+
+def options_from_config(config: dict) -> dict:
+    """The tuning-method options of a backbone config: ``peft_options`` overlaid with the top-level option keys."""
+    options = dict(config.get("peft_options") or {})
+    options.update({k: config[k] for k in OPTION_KEYS if config.get(k) is not None})
+    return options

@@ -49,3 +49,21 @@ def test_peft_configs_scale_the_task_learning_rate_in_any_order(order):
     assert c["peft"] == "apt" and c["peft_options"] == {"num_prompts": 200, "apt_rank": 4}
     assert c["learning_rate"] * c["peft_lr_scale"] == pytest.approx(5e-4)
     assert resolved("task_finetune_vqa", "peft_full")["peft_lr_scale"] == 1
+
+
+def test_method_options_as_top_level_keys():
+    from vilt.modules import ViLTransformerSS
+    from tiny import vilt_config
+    import shared_apt
+
+    c = resolved("peft_apt", num_prompts=7, apt_rank=2)
+    assert (c["num_prompts"], c["apt_rank"], c["lora_rank"]) == (7, 2, None)
+    model = ViLTransformerSS(vilt_config(peft="apt", peft_options={"num_prompts": 200, "apt_rank": 4},
+                                         num_prompts=7, apt_rank=2))
+    cfg = shared_apt.peft_config(model)
+    assert (cfg.num_prompts, cfg.apt_rank) == (7, 2)
+    from shared_apt.training.run import UnknownConfigKeyError, check_cli_modifications
+
+    run = ex._create_run(named_configs=["peft_apt"], config_updates={"apt_rnk": 2})
+    with pytest.raises(UnknownConfigKeyError, match="apt_rnk"):
+        check_cli_modifications(run.config_modifications)

@@ -2,6 +2,8 @@
 (tuning method and its options, demo/tiny geometry). ``python run.py with <named configs> key=value``."""
 from sacred import Experiment
 
+from shared_apt.config import OPTION_KEYS
+
 ex = Experiment("ViLT", save_git_info=False)
 
 
@@ -85,6 +87,10 @@ def config():
     accelerator = "auto"        # "cpu" forces CPU processes (num_gpus then means processes, gloo backend)
     max_bad_image_fraction = 0.01
     save_tuned_weights = True   # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints
+
+
+# Tuning-method options as top-level keys (None = the method's default): `with peft=apt num_prompts=200 apt_rank=4`
+ex.add_config({key: None for key in OPTION_KEYS})
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import shared_apt
+from shared_apt.config import options_from_config
 from shared_apt.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
 from shared_apt.heads import ITMHead, MLMHead, MPPHead, Pooler, classifier, init_weights
 from shared_apt.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
@@ -120,7 +121,7 @@ class ViLTransformerSS(VisionLanguageModule):
         self.margin = 0.2
 
         self.class_token = None
-        shared_apt.apply(self, cfg("peft"), **dict(cfg("peft_options") or {}))
+        shared_apt.apply(self, cfg("peft"), **options_from_config(config))
 
         if load_path and test_only:
             self.load_upstream(load_path)
