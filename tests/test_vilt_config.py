@@ -3,6 +3,7 @@ import importlib.util
 import os
 
 import pytest
+from sacred.utils import ConfigAddedError
 
 from vilt.config import ex
 
@@ -56,6 +57,10 @@ def test_method_options_as_top_level_keys():
     from tiny import vilt_config
     import shared_apt
 
+    from shared_apt.config import OPTION_KEYS
+
+    defaults = resolved()
+    assert all(k in defaults and defaults[k] is None for k in OPTION_KEYS)
     c = resolved("peft_apt", num_prompts=7, apt_rank=2)
     assert (c["num_prompts"], c["apt_rank"], c["lora_rank"]) == (7, 2, None)
     model = ViLTransformerSS(vilt_config(peft="apt", peft_options={"num_prompts": 200, "apt_rank": 4},
@@ -64,6 +69,15 @@ def test_method_options_as_top_level_keys():
     assert (cfg.num_prompts, cfg.apt_rank) == (7, 2)
     from shared_apt.training.run import UnknownConfigKeyError, check_cli_modifications
 
-    run = ex._create_run(named_configs=["peft_apt"], config_updates={"apt_rnk": 2})
-    with pytest.raises(UnknownConfigKeyError, match="apt_rnk"):
-        check_cli_modifications(run.config_modifications)
+    with pytest.raises((ConfigAddedError, UnknownConfigKeyError), match="apt_rnk"):
+        check_cli_modifications(ex._create_run(named_configs=["peft_apt"],
+                                               config_updates={"apt_rnk": 2}).config_modifications)
+
+
+@pytest.mark.parametrize("named", [[], ["task_finetune_vqa", "peft_lora"]])
+def test_unknown_key_is_an_error(named):
+    from shared_apt.training.run import UnknownConfigKeyError, check_cli_modifications
+
+    with pytest.raises((ConfigAddedError, UnknownConfigKeyError), match="learning_rat"):
+        check_cli_modifications(ex._create_run(named_configs=named,
+                                               config_updates={"learning_rat": 1e-3}).config_modifications)
