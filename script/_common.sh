@@ -35,6 +35,21 @@ task_config() {
   esac
 }
 
+# model_args <vqa|nlvr2|f30k> <train|eval>: what follows the task config (METER, as its README commands: the CLIP-16
+# and RoBERTa encoder configs, RandAugment for training, and on real data the APT authors' image sizes, apt.md §1.7)
+model_args() {
+  case "$MODEL:$2" in
+    meter:train) echo clip16 text_roberta clip_randaug ;;
+    meter:eval) echo clip16 text_roberta ;;
+  esac
+  if [ "$MODEL" = meter ] && [ "$DEMO" = 0 ]; then
+    case "$1" in
+      vqa|f30k) echo image_size=384 ;;
+      nlvr2) echo image_size=288 ;;
+    esac
+  fi
+}
+
 ARGS=()
 DEMO=0
 if [ -z "$DATA_ROOT" ]; then
@@ -49,21 +64,28 @@ if [ -z "$DATA_ROOT" ]; then
   DATA_ROOT="$DEMO_DATA_ROOT"
   ARGS+=("tiny_$MODEL" "tokenizer=$DEMO_TOKENIZER" "vocab_size=$DEMO_VOCAB_SIZE"
          "vqav2_label_size=$DEMO_VQA_LABELS" "cls_token_id=$DEMO_CLS_TOKEN_ID"
-         "log_dir=$DEMO_CACHE/runs" "num_workers=0" "max_steps=$DEMO_STEPS" "val_check_interval=$DEMO_STEPS"
+         "log_dir=$DEMO_CACHE/runs/$MODEL" "num_workers=0" "max_steps=$DEMO_STEPS" "val_check_interval=$DEMO_STEPS"
          "batch_size=$((PER_GPU_BATCHSIZE * NUM_GPUS * NUM_NODES))")
 fi
 
 ARGS+=("data_root=$DATA_ROOT" "num_gpus=$NUM_GPUS" "num_nodes=$NUM_NODES" "per_gpu_batchsize=$PER_GPU_BATCHSIZE"
        "peft_$METHOD")
 
-# last_checkpoint <exp_name>: newest last.ckpt of that experiment under the demo log folder ("" if none)
+# last_checkpoint <exp_name>: newest last.ckpt of that experiment under the demo log folder of this MODEL ("" if
+# none; each model has its own folder, so an evaluation never picks up the other model's checkpoint)
 last_checkpoint() {
-  ls -t "$DEMO_CACHE"/runs/"$1"*_seed*_from_*/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1 || true
+  ls -t "$DEMO_CACHE"/runs/"$MODEL"/"$1"*_seed*_from_*/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1 || true
 }
 
-# launch <named config ...> [key=value ...]
+# launch <vqa|nlvr2|f30k> <train|eval> [key=value ...]: the entry point with the task config, the model's encoder
+# configs (before the tiny demo config and the method, which must come after them), then the keys
 launch() {
-  echo "+ $PY $ENTRY with $* ${ARGS[*]} ${EXTRA:-}" >&2
+  local task="$1" phase="$2"
+  shift 2
+  local named=("$(task_config "$task" "$phase")")
+  # shellcheck disable=SC2207
+  named+=($(model_args "$task" "$phase"))
+  echo "+ $PY $ENTRY with ${named[*]} $* ${ARGS[*]} ${EXTRA:-}" >&2
   # shellcheck disable=SC2086
-  exec "$PY" "$ENTRY" with "$@" "${ARGS[@]}" ${EXTRA:-}
+  exec "$PY" "$ENTRY" with "${named[@]}" "$@" "${ARGS[@]}" ${EXTRA:-}
 }

@@ -24,4 +24,4 @@ if [ "$DEMO" = 0 ] && [ -z "$LOAD_PATH" ]; then
 fi
 [ -n "$LOAD_PATH" ] && ARGS+=("load_path=$LOAD_PATH")
 [ "$DEMO" = 1 ] && [ "f30k" = f30k ] && ARGS+=("draw_false_text=3")
-launch "$(task_config f30k eval)" test_only=True precision=32
+launch f30k eval test_only=True precision=32

@@ -15,4 +15,4 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 [ -n "$LOAD_PATH" ] && ARGS+=("load_path=$LOAD_PATH")
 [ "$DEMO" = 1 ] && [ "nlvr2" = f30k ] && ARGS+=("draw_false_text=3")
-launch "$(task_config nlvr2 train)"
+launch nlvr2 train

@@ -4,11 +4,17 @@
 As upstream, named configs apply left to right: give the encoder configs (``clip16``, ``text_roberta``) AFTER the
 task config. The ``peft_*`` configs choose a tuning method with the APT paper's settings; PETL methods train at 5x the
 task's upstream learning rate (apt.md §1.7 [ours]): they set ``peft_lr_scale = 5``, ``learning_rate`` stays the
-task's upstream value, and ``METERTransformerSS`` trains at learning_rate x peft_lr_scale (VQA 2.5e-5, NLVR2 5e-5,
-IR/TR 2.5e-5; its stored hparams hold the effective rate, ``upstream_learning_rate`` and scale 1), with the upstream
-multipliers (lr_mult_head, lr_mult_cross_modal) unchanged. (A Sacred config hook cannot do this: named-config values
-override hook updates.)"""
+task's upstream value, and the shared optimiser (``shared_apt.training.optim.set_schedule``) trains at
+learning_rate x peft_lr_scale (VQA 2.5e-5, NLVR2 5e-5, IR/TR 2.5e-5), with the upstream multipliers (lr_mult_head,
+lr_mult_cross_modal) unchanged; the config (and the checkpoint's hparams) keep both values as given.
+
+``dataset_split_names`` holds METER's split tables where they differ from the shared (ViLT) defaults (meter.md §6.1:
+VQA trains on vqav2_train + vqav2_val and validates on vqav2_val; GCC has no validation shard)."""
+import copy
+
 from sacred import Experiment
+
+from shared_apt.data.datasets import METER_VQA_SPLITS
 
 ex = Experiment("METER", save_git_info=False)
 
@@ -99,6 +105,8 @@ def config():
     accelerator = "auto"          # "cpu" forces CPU processes
     max_bad_image_fraction = 0.01
     save_tuned_weights = True     # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints
+    dataset_split_names = {"vqa": copy.deepcopy(METER_VQA_SPLITS), "gcc": {"val": [], "test": []}}  # meter.md §6.1
+    dataset_class_overrides = {}  # {dataset key: "module:Class"} (shared_apt.data.datamodules)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -390,7 +398,13 @@ def tiny_meter():
 
 
 @ex.command(unobserved=True)
-def resolved_config(_config, peft_options, visual_encoder_config, text_encoder_config):
+def resolved_config(_config, peft_options, visual_encoder_config, text_encoder_config, dataset_split_names,
+                    dataset_class_overrides):
     """``... with <named configs> resolved_config``: the final Sacred config (a dict). Captures the dict-valued
-    project keys so keys added by named configs / updates count as used (a run.py main must capture them too)."""
+    project keys so keys added by named configs / updates count as used (run.py's main captures them too)."""
     return dict(_config)
+
+
+# Dict-valued keys whose sub-keys named configs and command-line updates may add (run.py rejects any other new key).
+OPEN_KEYS = ("peft_options", "visual_encoder_config", "text_encoder_config", "dataset_split_names",
+             "dataset_class_overrides")

@@ -66,12 +66,21 @@ def seed_all(value: int) -> None:
     torch.manual_seed(value)
 
 
+NLVR2_SPLITS = ("dev", "test")
+
+
 class VisionLanguageModule(pl.LightningModule):
     backbone_name = "vl"
     head_lr_names: Tuple[str, ...] = VILT_HEAD_NAMES
+    # NLVR2 split whose validation accuracy enters val/the_metric (checkpoint selection): upstream ViLT overwrites
+    # dev with test-P ("test"); METER selects on "dev" (meter.md §7)
+    nlvr2_selection_split: str = "test"
 
     def __init__(self, config: dict):
         super().__init__()
+        if self.nlvr2_selection_split not in NLVR2_SPLITS:
+            raise ValueError(f"{type(self).__name__}.nlvr2_selection_split={self.nlvr2_selection_split!r}: expected "
+                             f"one of {NLVR2_SPLITS}")
         self.save_hyperparameters({"config": dict(config)})
         self.current_tasks: List[str] = []
         self._vqa_predictions: List[dict] = []
@@ -282,11 +291,14 @@ class VisionLanguageModule(pl.LightningModule):
                     value = self._pop_metric("train_nlvr2_accuracy", "nlvr2/train/accuracy_epoch")
                     self._pop_metric("train_nlvr2_loss", "nlvr2/train/loss_epoch")
                 else:
-                    # upstream computes dev, then overwrites `value` with test-P (model selection uses test-P)
-                    value = self._pop_metric("dev_nlvr2_accuracy", "nlvr2/dev/accuracy_epoch")
-                    self._pop_metric("dev_nlvr2_loss", "nlvr2/dev/loss_epoch")
-                    value = self._pop_metric("test_nlvr2_accuracy", "nlvr2/test/accuracy_epoch")
-                    self._pop_metric("test_nlvr2_loss", "nlvr2/test/loss_epoch")
+                    # both splits are computed (same order on every rank); the selection split feeds the_metric
+                    # (ViLT: test-P, as upstream overwrites dev with test; METER: dev)
+                    accuracy = {}
+                    for split in NLVR2_SPLITS:
+                        accuracy[split] = self._pop_metric(f"{split}_nlvr2_accuracy",
+                                                           f"nlvr2/{split}/accuracy_epoch")
+                        self._pop_metric(f"{split}_nlvr2_loss", f"nlvr2/{split}/loss_epoch")
+                    value = accuracy[self.nlvr2_selection_split]
             elif task == "irtr":
                 self._pop_metric(f"{phase}_irtr_loss", f"irtr/{phase}/irtr_loss_epoch")
                 value = 0.0

@@ -182,7 +182,11 @@ def set_schedule(pl_module, lr_rules: Optional[Sequence[Tuple[Sequence[str], flo
     ``learning_rate x peft_lr_scale`` (``peft_lr_scale`` defaults to 1 when absent)."""
     config = pl_module.hparams.config
     # project key: PETL named configs keep the task's learning_rate and scale it (apt.md §1.7: x5)
-    lr = float(config["learning_rate"]) * float(config.get("peft_lr_scale", 1))
+    scale = config.get("peft_lr_scale", 1)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(f"peft_lr_scale={scale!r}: expected a positive number (the optimiser's base learning rate "
+                         "is learning_rate x peft_lr_scale)")
+    lr = float(config["learning_rate"]) * float(scale)
     wd = float(config["weight_decay"])
     rules = pl_module.lr_rules() if lr_rules is None else lr_rules
     groups = param_groups(pl_module.named_parameters(), lr, wd, rules)

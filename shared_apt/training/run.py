@@ -3,6 +3,9 @@
     from shared_apt.training.run import run
     run(config, ViLTransformerSS, lambda cfg: MTDataModule(cfg, dist=True))
 
+The Sacred entry points (ViLT/run.py, METER/run.py) call :func:`sacred_main`, which adds the unknown-key check and
+returns the numeric metrics.
+
 What it does, in order: checks the config, seeds, builds the datamodule and the model, derives gradient accumulation
 (``max(1, batch_size // (per_gpu_batchsize x num_gpus x num_nodes))``), builds the Trainer (precision, DDP over
 ``num_gpus`` x ``num_nodes`` processes, atomic checkpoint files, TensorBoard logger named as upstream), then either
@@ -34,6 +37,7 @@ import math
 import os
 import re
 import warnings
+from types import SimpleNamespace
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
@@ -116,6 +120,43 @@ def check_cli_modifications(modifications, open_keys: Sequence[str] = OPEN_DICT_
         raise UnknownConfigKeyError(
             f"unknown config key(s) {bad}: not in the configuration (check the spelling; "
             f"'python run.py print_config' lists every key)")
+
+
+def _has_path(config: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def command_line_added_keys(experiment, sacred_run) -> set:
+    """Dotted keys assigned on the command line (``with ... key=value``) that the configuration does not have:
+    Sacred's ``config_modifications.added``, plus every update key missing from the configuration built from the
+    same named configs without the updates. (Sacred intersects "added" over its config scopes, so an experiment with
+    more than one scope, e.g. ``ex.add_config`` next to ``@ex.config``, reports nothing.)"""
+    from sacred.arg_parser import get_config_updates
+    from sacred.utils import iterate_flattened
+
+    added = set(getattr(sacred_run.config_modifications, "added", ()) or ())
+    words = (sacred_run.meta_info.get("options") or {}).get("UPDATE") or []
+    updates, named = get_config_updates(list(words))
+    if updates:
+        base = experiment._create_run(command_name="print_config", named_configs=list(named), config_updates={},
+                                      options={"--loglevel": "ERROR"}).config
+        added |= {key for key, _ in iterate_flattened(updates) if not _has_path(base, key)}
+    return added
+
+
+def sacred_main(experiment, sacred_run, model_cls, datamodule_factory, open_keys: Sequence[str] = OPEN_DICT_KEYS,
+                callbacks: Sequence[Callback] = ()) -> Dict[str, float]:
+    """Body of an upstream-style ``@ex.automain`` (``python run.py with ...``): reject keys the configuration does
+    not have (sub-keys of ``open_keys`` entries are allowed), run on a copy of the config, return the numeric
+    metrics (Sacred's run result)."""
+    check_cli_modifications(SimpleNamespace(added=command_line_added_keys(experiment, sacred_run)), open_keys)
+    result = run(plain(sacred_run.config), model_cls, datamodule_factory, callbacks)
+    return {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float))}
 
 
 def accumulate_grad_batches(config: Mapping[str, Any]) -> int:

@@ -2,13 +2,17 @@
 full-size parameter counts (meta device) and the profile numbers of the APT paper (apt.md §2.2, §3.4, §5)."""
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import shared_apt
+from shared_apt.training.optim import set_schedule
 from shared_apt.api import common_trainable_names, method_parameter_names
 from meter.modules import METERTransformerSS
+from meter.modules.meter_module import HEAD_NAMES
 from meter.modules.clip_model import resize_positions
 
 
@@ -189,8 +193,17 @@ def test_sacred_configs_and_petl_learning_rate():
     t = resolved("tiny_meter", "peft_lora", loss_names={"vqa": 1, "itm": 0, "mlm": 0}, vqav2_label_size=5,
                  test_only=False)
     m = METERTransformerSS(t)
-    assert m.hparams.config["learning_rate"] == pytest.approx(5e-5) and m.hparams.config["peft_lr_scale"] == 1
+    # the config is stored as given; the shared optimiser applies learning_rate x peft_lr_scale (one place)
+    assert (m.hparams.config["learning_rate"], m.hparams.config["peft_lr_scale"]) == (1e-5, 5)
+    assert "upstream_learning_rate" not in m.hparams.config
     assert shared_apt.peft_config(m).method == "lora"
+    m._trainer = types.SimpleNamespace(estimated_stepping_batches=10)   # all set_schedule reads from the trainer
+    [optimizer], _ = set_schedule(m)
+    lrs = {g["name"]: g["initial_lr"] for g in optimizer.param_groups if g["params"]}  # before warm-up
+    head = "+".join(HEAD_NAMES)
+    assert lrs["base/decay"] == pytest.approx(5e-5)                     # class token: 1e-5 x 5
+    assert lrs["cross_modal/decay"] == pytest.approx(5e-5 * 5)          # LoRA in the fusion layers, x lr_mult_cross_modal
+    assert lrs[f"{head}/decay"] == pytest.approx(5e-5 * t["lr_mult_head"])
 
 
 # ----------------------------------------------------------------------------------------------------------------

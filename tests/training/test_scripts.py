@@ -37,7 +37,7 @@ def test_run_then_eval_scripts_on_the_demo_world(demo):
             if kind == "eval":
                 assert "no demo checkpoint" not in out, out[-2000:]
                 assert "load_path=" in out
-    runs = os.path.join(cache, "runs")
+    runs = os.path.join(cache, "runs", "vilt")
     assert os.path.isfile(os.path.join(runs, "vqa_submit_last.json"))
     for exp in ("finetune_vqa_randaug", "finetune_nlvr2_randaug", "finetune_irtr_f30k_randaug"):
         assert os.path.isfile(os.path.join(runs, f"{exp}_seed0_from_", "version_0", "checkpoints", "last.ckpt"))

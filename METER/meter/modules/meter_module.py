@@ -36,7 +36,7 @@ PROJECT_DEFAULTS = {
     "peft": "full",
     "peft_options": {},
     "trust_checkpoint": False,
-    "peft_lr_scale": 1,             # effective learning rate = learning_rate x peft_lr_scale (PETL configs: 5)
+    "peft_lr_scale": 1,             # the optimiser trains at learning_rate x peft_lr_scale (PETL configs: 5)
 }
 
 # transformers 4.6 roberta-base / bert-base-uncased configuration (meter.md §1.3); never fetched from the hub.
@@ -99,10 +99,72 @@ def text_encoder_config(config: dict):
     from transformers import BertConfig, RobertaConfig
 
     base, cls = (dict(ROBERTA_BASE), RobertaConfig) if is_roberta(config) else (dict(BERT_BASE), BertConfig)
-    base.update(dict(config_value(config, "text_encoder_config") or {}))
+    given = dict(config_value(config, "text_encoder_config") or {})
+    known = set(cls(**base).to_dict())
+    unknown = sorted(set(given) - known)
+    if unknown:
+        # transformers configs accept any keyword silently; a misspelt key must not be ignored
+        raise ValueError(f"text_encoder_config has unknown key(s) {unknown}; they are not {cls.__name__} fields "
+                         f"(e.g. {sorted(k for k in base)})")
+    base.update(given)
     cfg = cls(**base)
     cfg._attn_implementation = "eager"
     return cfg
+
+
+def default_class_token_id(config: dict, text_cfg=None) -> int:
+    """Token id whose text embedding initialises the class token of PETL methods: ``cls_token_id`` when given,
+    else <s> (RoBERTa bos id) / BERT's [CLS] 101."""
+    given = config_value(config, "cls_token_id")
+    if given is not None:
+        return int(given)
+    if is_roberta(config):
+        return int((text_cfg or text_encoder_config(config)).bos_token_id)
+    return BERT_CLS_ID
+
+
+def check_tokenizer(config: dict, tokenizer) -> None:
+    """The text encoder built from ``config`` must agree with the tokenizer that feeds it (the ``tokenizer`` key
+    names both upstream; here the tokenizer may be a local folder such as the demo's WordPiece tokenizer, which
+    selects a BERT text encoder since its name lacks "roberta"):
+
+    * pad id: RoBERTa derives position ids from the ids (every non-pad token counts), so the tokenizer's pad id must
+      be the text config's ``pad_token_id`` (roberta-base 1, BERT 0; set ``text_encoder_config.pad_token_id``);
+    * every token id must fit the text encoder's word embedding (``text_encoder_config.vocab_size``) and, with MLM,
+      the MLM head (``vocab_size``);
+    * ``max_text_len`` must fit the position table;
+    * PETL methods initialise their class token from the embedding of ``cls_token_id``: it must be the id the
+      tokenizer puts first (its [CLS] / <s>).
+    Raises ValueError naming the config key to change."""
+    text_cfg = text_encoder_config(config)
+    kind = "RoBERTa" if is_roberta(config) else "BERT"
+    problems = []
+    pad = getattr(tokenizer, "pad_token_id", None)
+    if pad is not None and pad != text_cfg.pad_token_id:
+        problems.append(f"the tokenizer pads with id {pad} but the {kind} text encoder's pad_token_id is "
+                        f"{text_cfg.pad_token_id} (set text_encoder_config.pad_token_id={pad})")
+    n_tokens = len(tokenizer)
+    if n_tokens > text_cfg.vocab_size:
+        problems.append(f"the tokenizer has {n_tokens} tokens but the text encoder embeds only "
+                        f"{text_cfg.vocab_size} (text_encoder_config.vocab_size)")
+    if config_value(config, "loss_names").get("mlm", 0) > 0 and n_tokens > config_value(config, "vocab_size"):
+        problems.append(f"the tokenizer has {n_tokens} tokens but vocab_size={config_value(config, 'vocab_size')} "
+                        "sizes the MLM head")
+    max_len = config_value(config, "max_text_len")
+    positions = text_cfg.max_position_embeddings - (text_cfg.pad_token_id + 1 if is_roberta(config) else 0)
+    if max_len > positions:
+        problems.append(f"max_text_len={max_len} exceeds the {positions} positions of the {kind} text encoder "
+                        "(text_encoder_config.max_position_embeddings)")
+    if config_value(config, "peft") != "full":
+        first = tokenizer.cls_token_id if getattr(tokenizer, "cls_token_id", None) is not None \
+            else getattr(tokenizer, "bos_token_id", None)
+        chosen = default_class_token_id(config, text_cfg)
+        if first is not None and chosen != first:
+            problems.append(f"the class token of peft={config_value(config, 'peft')!r} is initialised from token id "
+                            f"{chosen} but the tokenizer starts every text with id {first} (set cls_token_id={first})")
+    if problems:
+        raise ValueError(f"tokenizer {config_value(config, 'tokenizer')!r} does not match the METER text encoder: "
+                         + "; ".join(problems))
 
 
 def extended_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -145,6 +207,7 @@ class METERTransformerSS(VisionLanguageModule):
 
     backbone_name = "meter"
     head_lr_names = HEAD_NAMES
+    nlvr2_selection_split = "dev"  # METER's val/the_metric uses the NLVR2 dev accuracy (meter.md §7)
 
     def __init__(self, config: dict):
         config = dict(config)
@@ -154,14 +217,8 @@ class METERTransformerSS(VisionLanguageModule):
             raise ValueError(f"loss_names {active} > 0: these METER tasks are not supported by this project "
                              "(vcr, vcr_qar, contras have no code upstream either; SNLI-VE is out of scope)")
         config["loss_names"] = {k: v for k, v in loss.items() if k not in INACTIVE_TASKS}
-        scale = config.get("peft_lr_scale", 1)
-        if scale not in (None, 1):
-            if not isinstance(scale, (int, float)) or scale <= 0:
-                raise ValueError(f"peft_lr_scale={scale!r}: expected a positive number")
-            # PETL recipe (apt.md §1.7): train at scale x the task's upstream rate; stored once (scale reset to 1)
-            config["upstream_learning_rate"] = config["learning_rate"]
-            config["learning_rate"] = config["learning_rate"] * scale
-            config["peft_lr_scale"] = 1
+        # learning_rate and peft_lr_scale are stored as given: the optimiser (shared_apt.training.optim.set_schedule)
+        # trains at learning_rate x peft_lr_scale (apt.md §1.7)
         super().__init__(config)
         cfg = lambda k: config_value(config, k)  # noqa: E731
         H = cfg("hidden_size")
@@ -359,12 +416,7 @@ class METERTransformerSS(VisionLanguageModule):
         )
 
     def class_token_id(self) -> int:
-        given = config_value(self.hparams.config, "cls_token_id")
-        if given is not None:
-            return int(given)
-        if is_roberta(self.hparams.config):
-            return int(self.text_transformer.config.bos_token_id)
-        return BERT_CLS_ID
+        return default_class_token_id(self.hparams.config, self.text_transformer.config)
 
     def _prepare_for_method(self, method: str) -> None:
         """Every method but full tuning trains a free class token that replaces the first text token at the fusion
