@@ -351,3 +351,18 @@ def test_irtr_fine_tuning_step_runs_itm_and_irtr():
     groups = m.lr_rules()
     assert groups[0] == (("vqa_classifier", "nlvr2_classifier", "mlm_score", "itm_score", "snli_classifier"), 50.0)
     assert groups[1] == (("cross_modal",), 5.0)
+
+
+def test_method_options_as_top_level_config_keys():
+    import importlib.util
+    import os
+
+    from meter.config import ex
+    from shared_apt.config import OPTION_KEYS
+
+    spec = importlib.util.spec_from_file_location(
+        "meter_run", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "METER", "run.py"))
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    c = ex._create_run(named_configs=["peft_apt"], config_updates={"num_prompts": 7}).config
+    assert all(k in c for k in OPTION_KEYS)
+    assert c["num_prompts"] == 7 and c["peft_options"]["num_prompts"] == 200

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import shared_apt
+from shared_apt.config import options_from_config
 from shared_apt.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
 from shared_apt.heads import ITMHead, MLMHead, Pooler, classifier, init_weights
 from shared_apt.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
@@ -296,7 +297,7 @@ class METERTransformerSS(VisionLanguageModule):
         self.margin = 0.2
 
         self.class_token = None
-        shared_apt.apply(self, cfg("peft"), **dict(cfg("peft_options") or {}))
+        shared_apt.apply(self, cfg("peft"), **options_from_config(config))
 
         # 6. evaluation of a fine-tuned checkpoint
         if load_path and test_only:
