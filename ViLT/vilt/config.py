@@ -2,6 +2,8 @@
 (tuning method and its options, demo/tiny geometry). ``python run.py with <named configs> key=value``."""
 from sacred import Experiment
 
+from shared_apt.training.sacred_keys import peft_option_keys
+
 ex = Experiment("ViLT", save_git_info=False)
 
 
@@ -81,27 +83,13 @@ def config():
     peft = "full"               # full, classifier, shallow_prompt, deep_prompt, lora, adapter, scaled_pa, apt
     peft_options = {}           # shared_apt.PeftConfig fields, e.g. {"num_prompts": 200, "apt_rank": 4}
     peft_lr_scale = 1           # the optimiser uses learning_rate x peft_lr_scale (PETL named configs: 5)
-    # method options as top-level keys, None = the method's default (`with peft=apt num_prompts=200 apt_rank=4`);
-    # the same names as shared_apt.PeftConfig (a test keeps the two lists equal)
-    num_prompts = None
-    apt_rank = None
-    apt_variant = None
-    apt_alpha = None
-    apt_detach_alpha = None
-    apt_train_scale = None
-    apt_dropout = None
-    apt_fast = None
-    lora_rank = None
-    lora_dropout = None
-    lora_targets = None
-    adapter_bottleneck = None
-    pa_bottleneck = None
-    pa_scale = None
-    prompt_placement = None
     trust_checkpoint = False    # allow full unpickling of load_path (only for files you trust)
     accelerator = "auto"        # "cpu" forces CPU processes (num_gpus then means processes, gloo backend)
     max_bad_image_fraction = 0.01
     save_tuned_weights = True   # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints
+
+
+ex.config(peft_option_keys)  # tuning-method options as top-level keys: `with peft=apt num_prompts=200 apt_rank=4`
 
 
 # ---------------------------------------------------------------------------------------------------------------
