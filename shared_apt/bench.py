@@ -93,12 +93,14 @@ def measure(args) -> dict:
             for p in model.parameters():
                 p.requires_grad_(False)
 
+    run_tokens = torch.compile(bb.run_tokens, dynamic=False) if args.compile else bb.run_tokens
+
     def infer_once(method):
         model.eval()
         if method == "lora":
             api.merge(model)
         with torch.no_grad():
-            t = _timed(lambda: bb.run_tokens(model, x, mask), device)
+            t = _timed(lambda: run_tokens(model, x, mask), device)
         if method == "lora":
             api.unmerge(model)
         return t
@@ -110,9 +112,9 @@ def measure(args) -> dict:
         def step():
             if saved is not None:
                 with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
-                    out = bb.run_tokens(model, inp, mask)
+                    out = run_tokens(model, inp, mask)
             else:
-                out = bb.run_tokens(model, inp, mask)
+                out = run_tokens(model, inp, mask)
             if out.requires_grad:  # classifier-only: nothing to train inside the measured layers
                 out.float().square().mean().backward()
             if opt is not None:
@@ -159,7 +161,7 @@ def measure(args) -> dict:
     result = {
         "backbone": args.backbone, "size": args.size, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        "threads": torch.get_num_threads(), "batch": args.batch, "seq_len": n, "rounds": args.rounds,
+        "threads": torch.get_num_threads(), "compiled": bool(args.compile), "batch": args.batch, "seq_len": n, "rounds": args.rounds,
         "frozen": {"infer_s": med(rows["frozen"]["infer"]), "train_step_s": med(rows["frozen"]["train"]),
                    "peak_mem_mb": peaks["frozen"]},
         "methods": {m: {"infer_s": med(rows[m]["infer"]), "train_step_s": med(rows[m]["train"]),
@@ -230,6 +232,7 @@ def main(argv=None) -> int:
     ap.add_argument("--num-prompts", type=int, default=None)
     ap.add_argument("--rank", type=int, default=None)
     ap.add_argument("--reference-apt", action="store_true", help="APT through the reference autograd path")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the measured forward (every method)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--loader", action="store_true",
                     help="measure data loading throughput instead (options: python -m shared_apt.bench_loader -h)")

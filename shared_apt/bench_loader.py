@@ -53,7 +53,8 @@ def model_samples_per_s(model_json: str | None, batch: int = 8) -> tuple[float, 
     from .bench import measure
 
     args = argparse.Namespace(backbone="vilt-b32", device="cpu", seq_len=None, methods="apt", size="base",
-                              batch=batch, rounds=1, num_prompts=None, rank=None, reference_apt=False)
+                              batch=batch, rounds=1, num_prompts=None, rank=None, reference_apt=False,
+                              compile=False)
     res = measure(args)
     return batch / res["methods"]["apt"]["train_step_s"], f"APT training step measured now (cpu, batch {batch})"
 
