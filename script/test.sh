@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash script/setup.sh
 export PYTHONWARNINGS="ignore::UserWarning:sacred.dependencies"
-exec .venv/bin/python -m pytest tests -q -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest tests -p no:cacheprovider "$@"
