@@ -57,6 +57,10 @@ def apply(model: nn.Module, method: str | PeftConfig = "apt", **options) -> nn.M
     if spec.prepare is not None:
         spec.prepare(config.method)
     modules = ATTACH[config.method](spec, config)
+    device = next((p.device for p in model.parameters()), None)
+    if device is not None:  # method parameters live where the backbone lives (cuda, meta, ...)
+        for m in modules:
+            m.to(device)
     state = _state(model)
     state.update(config=config, modules=modules, signature=dict(spec.signature))
     set_trainable(model)

@@ -8,7 +8,7 @@ one after the other in the same order (interleaved, so machine drift hits all al
 rounds after a warm-up step. Measured per method:
 
 * ``infer_s``: forward of the joint token sequence through the tuned layers, no grad, eval mode (LoRA merged, APT
-  keys cached, as at inference);
+  keys cached, as at inference); the fastest of ``--infer-reps`` calls in each round;
 * ``train_step_s``: forward, backward and an AdamW step on the method's trainable parameters;
 * ``peak_mem_mb``: CUDA: peak allocated memory of the training step; CPU: parameters + tensors saved for backward +
   gradients + optimiser state (what a training step must hold at its peak);
@@ -83,6 +83,8 @@ def measure(args) -> dict:
     torch.manual_seed(0)
     model = bb.build("classifier", device=device, size=args.size)
     api.remove(model)
+    if args.layers:
+        bb.truncate(model, args.layers)
     x, mask = bb.tokens(model, n, args.batch, device=device)
     params_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
@@ -107,7 +109,9 @@ def measure(args) -> dict:
 
     def train_once(method, opt, saved=None):
         model.train()
-        inp = x.detach().requires_grad_(method == "frozen")
+        # a truncated backbone stands for its interior layers: their gradient must reach the layers below, so every
+        # method back-propagates to the input there (the full backbone stops at its first trainable tensor)
+        inp = x.detach().requires_grad_(method == "frozen" or bool(args.layers))
 
         def step():
             if saved is not None:
@@ -131,7 +135,7 @@ def measure(args) -> dict:
             trainable = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(trainable, lr=1e-6) if method != "frozen" and trainable else None
             infer_once(method)  # warm-up (and APT key cache)
-            rows[method]["infer"].append(infer_once(method))
+            rows[method]["infer"].append(min(infer_once(method) for _ in range(args.infer_reps)))
             if str(device).startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats(device)
             saved = Saved() if rnd == 0 else None
@@ -153,7 +157,7 @@ def measure(args) -> dict:
                 api.remove(model)
         print(f"[bench] round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
-    flops_rows, _ = profile(args.backbone, methods, n, size=args.size, **{k: v for k, v in
+    flops_rows, _ = profile(args.backbone, methods, n, size=args.size, layers=args.layers, **{k: v for k, v in
                                                           {"num_prompts": args.num_prompts, "rank": args.rank}.items()
                                                           if v})
     gflops = {r.method: r.additional_macs / 1e9 for r in flops_rows}
@@ -161,7 +165,8 @@ def measure(args) -> dict:
     result = {
         "backbone": args.backbone, "size": args.size, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        "threads": torch.get_num_threads(), "compiled": bool(args.compile), "batch": args.batch, "seq_len": n, "rounds": args.rounds,
+        "threads": torch.get_num_threads(), "compiled": bool(args.compile), "layers": args.layers or "all",
+        "batch": args.batch, "seq_len": n, "rounds": args.rounds,
         "frozen": {"infer_s": med(rows["frozen"]["infer"]), "train_step_s": med(rows["frozen"]["train"]),
                    "peak_mem_mb": peaks["frozen"]},
         "methods": {m: {"infer_s": med(rows[m]["infer"]), "train_step_s": med(rows[m]["train"]),
@@ -204,7 +209,8 @@ def _div(a, b):
 def render(res: dict) -> str:
     f = res["frozen"]
     fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
-    out = [f"### {res['backbone']} ({res['size']}) on {res['device']} ({res['device_name']}, {res['threads']} threads), "
+    scope = "" if res.get("layers", "all") == "all" else f", first {res['layers']} layer(s) only"
+    out = [f"### {res['backbone']} ({res['size']}{scope}) on {res['device']} ({res['device_name']}, {res['threads']} threads), "
            f"batch {res['batch']}, n = {res['seq_len']}, median of {res['rounds']} rounds", "",
            f"frozen reference: inference {f['infer_s'] * 1e3:.1f} ms, forward+backward to the inputs "
            f"{f['train_step_s'] * 1e3:.1f} ms", "",
@@ -233,6 +239,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rank", type=int, default=None)
     ap.add_argument("--reference-apt", action="store_true", help="APT through the reference autograd path")
     ap.add_argument("--compile", action="store_true", help="torch.compile the measured forward (every method)")
+    ap.add_argument("--layers", type=int, default=None,
+                    help="measure only the first N layers (every method's cost is per layer; less noise per second)")
+    ap.add_argument("--infer-reps", type=int, default=3,
+                    help="inference calls per round; the round keeps the fastest (least disturbed) one")
     ap.add_argument("--json", default=None)
     ap.add_argument("--loader", action="store_true",
                     help="measure data loading throughput instead (options: python -m shared_apt.bench_loader -h)")

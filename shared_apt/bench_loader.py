@@ -54,7 +54,7 @@ def model_samples_per_s(model_json: str | None, batch: int = 8) -> tuple[float, 
 
     args = argparse.Namespace(backbone="vilt-b32", device="cpu", seq_len=None, methods="apt", size="base",
                               batch=batch, rounds=1, num_prompts=None, rank=None, reference_apt=False,
-                              compile=False)
+                              compile=False, infer_reps=1, layers=None)
     res = measure(args)
     return batch / res["methods"]["apt"]["train_step_s"], f"APT training step measured now (cpu, batch {batch})"
 

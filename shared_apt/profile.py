@@ -44,11 +44,17 @@ def macs(backbone, model, seq_len: int) -> int:
     return count_macs(backbone.forward, model, seq_len)
 
 
-def profile(backbone_name: str, methods, seq_len: int | None = None, size: str = "base",
+def profile(backbone_name: str, methods, seq_len: int | None = None, size: str = "base", layers: int | None = None,
             **options) -> tuple[list, dict]:
+    """``layers``: keep only the first layers of the backbone (per-layer costs for the benchmark)."""
     bb = load_backbone(backbone_name)
     n = seq_len or bb.DEFAULT_SEQ_LEN
-    frozen = bb.build("full", size=size)
+
+    def build(method, **opts):
+        model = bb.build(method, size=size, **opts)
+        return model if not layers else _truncated(bb, model, layers)
+
+    frozen = build("full")
     base = macs(bb, frozen, n)
     info = {"backbone": backbone_name, "seq_len": n, "frozen_macs": base,
             "backbone_params": bb.backbone_parameters(frozen), "head_params": bb.head_parameters(frozen),
@@ -56,12 +62,21 @@ def profile(backbone_name: str, methods, seq_len: int | None = None, size: str =
     rows = []
     for method in methods:
         opts = {k: v for k, v in options.items() if v is not None and _applies(method, k)}
-        model = frozen if method == "full" else bb.build(method, size=size, **opts)
+        model = frozen if method == "full" else build(method, **opts)
         updated = api.updated_parameter_count(model)
         extra = 0 if method in ("full", "classifier") else macs(bb, model, n) - base
         p_params, p_flops = _paper_values(backbone_name, method, opts)
         rows.append(Row(method, updated, extra, p_params, p_flops, bb.NOTES.get(method, "")))
     return rows, info
+
+
+def _truncated(bb, model, layers: int):
+    """Rebuild the attached method on the first ``layers`` layers only."""
+    config = api.peft_config(model)
+    api.remove(model)
+    bb.truncate(model, layers)
+    api.apply(model, config)
+    return model
 
 
 def _applies(method: str, key: str) -> bool:

@@ -79,3 +79,10 @@ def test_count_macs_hand_case():
     x = torch.zeros(2, 5, 4, device="meta")
     # linear: 2*5*4*3 MACs = 120; LayerNorm: 5 * 40 elements = 200; relu: 0
     assert count_macs(lambda: torch.relu(lin(ln(x)))) == 320
+
+
+def test_per_layer_profile_and_methods_live_on_the_backbone_device():
+    rows, _ = profile("vilt-b32", ["apt", "deep_prompt"], layers=1)
+    got = {r.method: (r.updated_params, r.additional_macs) for r in rows}
+    assert got["apt"] == (P * D + 2 * D * R + 1, 2 * N * P * D + 2 * P * D * R)
+    assert got["deep_prompt"] == (P * D, 3 * P * D * D + 2 * N * P * D + 5 * P * D)

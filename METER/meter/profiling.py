@@ -93,3 +93,10 @@ def backbone_parameters(model) -> int:
 
 def head_parameters(model) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if n.startswith(HEAD_PREFIXES))
+
+
+def truncate(model, layers: int):
+    """Keep the first ``layers`` fusion layers of both streams (benchmarks per layer)."""
+    model.cross_modal_text_layers = model.cross_modal_text_layers[:layers]
+    model.cross_modal_image_layers = model.cross_modal_image_layers[:layers]
+    return model

@@ -75,3 +75,9 @@ def backbone_parameters(model) -> int:
 
 def head_parameters(model) -> int:
     return sum(p.numel() for p in model.vqa_classifier.parameters())
+
+
+def truncate(model, layers: int):
+    """Keep the first ``layers`` blocks (benchmarks per layer: every method's cost is per layer)."""
+    model.transformer.blocks = model.transformer.blocks[:layers]
+    return model

@@ -220,7 +220,7 @@ class ViLTransformerSS(VisionLanguageModule):
             raise ValueError(f"config cls_token_id={cls_value} is outside the vocabulary "
                              f"(vocab_size={emb.word_embeddings.num_embeddings}): set it to the tokenizer's [CLS] id")
         with torch.no_grad():
-            cls_id = torch.tensor([[cls_value]])
+            cls_id = torch.tensor([[cls_value]], device=emb.word_embeddings.weight.device)
             init = emb.LayerNorm(emb.word_embeddings(cls_id) + emb.token_type_embeddings(torch.zeros_like(cls_id))
                                  + emb.position_embeddings(emb.position_ids[:, :1]))
         self.class_token = nn.Parameter(init.reshape(1, 1, -1).clone())
