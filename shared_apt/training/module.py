@@ -108,6 +108,28 @@ class VisionLanguageModule(pl.LightningModule):
         """Upstream ``set_task``: the tasks whose loss_names value is >= 1."""
         self.current_tasks = self.executed_tasks()
 
+    # Head behaviours ViLT and METER share (vilt.md §1.6, meter.md §1.7) -------------------------------------------
+
+    def expand_modality_rows(self) -> None:
+        """NLVR2: 3 modality rows; row 0 := old 0, rows 1 and 2 := old 1."""
+        from torch import nn
+
+        from shared_apt.heads import init_weights
+
+        old = self.token_type_embeddings
+        new = nn.Embedding(3, old.weight.shape[1], device=old.weight.device)
+        new.apply(init_weights)
+        with torch.no_grad():
+            new.weight[0] = old.weight[0]
+            new.weight[1] = old.weight[1]
+            new.weight[2] = old.weight[1]
+        self.token_type_embeddings = new
+
+    def tie_rank_output(self) -> None:
+        """rank_output := views of ITM row 1 (weight and bias), sharing storage as upstream does."""
+        self.rank_output.weight.data = self.itm_score.fc.weight.data[1:, :]
+        self.rank_output.bias.data = self.itm_score.fc.bias.data[1:]
+
     def setup_metrics(self) -> None:
         """Upstream ``set_metrics``: per phase (train, val) the epoch metrics of every executed task. The metric
         objects are sub-modules with non-persistent buffers (no state_dict keys)."""

@@ -362,22 +362,6 @@ class METERTransformerSS(VisionLanguageModule):
                                     v.patch_size, source=vit)
         load_state_dict_checked(self.vit_model, sd, source=vit, strict=True)
 
-    def expand_modality_rows(self) -> None:
-        """NLVR2: 3 modality rows; row 0 := old 0, rows 1 and 2 := old 1 (meter.md §1.7)."""
-        old = self.token_type_embeddings
-        new = nn.Embedding(3, old.weight.shape[1])
-        new.apply(init_weights)
-        with torch.no_grad():
-            new.weight[0] = old.weight[0]
-            new.weight[1] = old.weight[1]
-            new.weight[2] = old.weight[1]
-        self.token_type_embeddings = new
-
-    def tie_rank_output(self) -> None:
-        """rank_output := views of ITM row 1 (weight [1, 2H], bias [1]), sharing storage as upstream."""
-        self.rank_output.weight.data = self.itm_score.fc.weight.data[1:, :]
-        self.rank_output.bias.data = self.itm_score.fc.bias.data[1:]
-
     # ------------------------------------------------------------------------------------------------------------
     # Tuning-method interface (shared_apt.sites)
 

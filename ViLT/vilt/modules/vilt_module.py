@@ -162,22 +162,6 @@ class ViLTransformerSS(VisionLanguageModule):
             sd["pos_embed"] = torch.cat([pe[:, :1], grid.permute(0, 2, 3, 1).reshape(1, g1 * g1, -1)], dim=1)
         load_state_dict_checked(self.transformer, sd, source=vit)
 
-    def expand_modality_rows(self) -> None:
-        """NLVR2: 3 modality rows; row 0 := old 0, rows 1 and 2 := old 1 (vilt.md §1.6)."""
-        old = self.token_type_embeddings
-        new = nn.Embedding(3, old.weight.shape[1])
-        new.apply(init_weights)
-        with torch.no_grad():
-            new.weight[0] = old.weight[0]
-            new.weight[1] = old.weight[1]
-            new.weight[2] = old.weight[1]
-        self.token_type_embeddings = new
-
-    def tie_rank_output(self) -> None:
-        """rank_output := ITM row 1, sharing storage as upstream does."""
-        self.rank_output.weight.data = self.itm_score.fc.weight.data[1:, :]
-        self.rank_output.bias.data = self.itm_score.fc.bias.data[1:]
-
     # ------------------------------------------------------------------------------------------------------------
     # Tuning-method interface (shared_apt.sites)
 
