@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Dict, Iterable
+from typing import Dict
 
 import torch
 from torch import nn

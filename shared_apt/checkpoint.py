@@ -5,7 +5,7 @@ import logging
 import os
 import pickle
 import tempfile
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torch
 from torch import nn

@@ -7,7 +7,6 @@ module's projections of ``module.peft_extra_kv()`` to the keys and values, then 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .sites import AttentionSite, LinearSlot, pad_key_mask

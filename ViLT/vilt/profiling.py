@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-import shared_apt
 
 NAME = "vilt-b32"
 DEFAULT_SEQ_LEN = 242

@@ -13,7 +13,6 @@ backward (one saved n x p matrix, no autograd graph of five small ops); tests ho
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

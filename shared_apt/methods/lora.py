@@ -4,7 +4,6 @@ inference costs nothing extra."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import TuningModule

@@ -10,7 +10,6 @@ scripts ``eval`` (every value is quoted).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import json
 import os

@@ -112,8 +112,6 @@ class VisionLanguageModule(pl.LightningModule):
 
     def expand_modality_rows(self) -> None:
         """NLVR2: 3 modality rows; row 0 := old 0, rows 1 and 2 := old 1."""
-        from torch import nn
-
         from shared_apt.heads import init_weights
 
         old = self.token_type_embeddings

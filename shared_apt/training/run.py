@@ -33,12 +33,11 @@ from __future__ import annotations
 import copy
 import glob
 import logging
-import math
 import os
 import re
 import warnings
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
