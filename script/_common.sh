@@ -77,11 +77,30 @@ last_checkpoint() {
   ls -t "$DEMO_CACHE"/runs/"$MODEL"/"$1"*_seed*_from_*/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1 || true
 }
 
+# exp_name <vqa|nlvr2|f30k>: the experiment name of the task's fine-tuning config (its log folder prefix)
+exp_name() {
+  case "$1" in vqa) echo finetune_vqa ;; nlvr2) echo finetune_nlvr2 ;; f30k) echo finetune_irtr_f30k ;; esac
+}
+
 # launch <vqa|nlvr2|f30k> <train|eval> [key=value ...]: the entry point with the task config, the model's encoder
-# configs (before the tiny demo config and the method, which must come after them), then the keys
+# configs (before the tiny demo config and the method, which must come after them), then the keys. Evaluation
+# (upstream EVAL.md: test_only=True precision=32 load_path=<ckpt>) needs LOAD_PATH (CKPT); in demo mode it defaults
+# to the newest checkpoint of the task's run script.
 launch() {
   local task="$1" phase="$2"
   shift 2
+  if [ "$phase" = eval ]; then
+    if [ "$DEMO" = 1 ] && [ -z "$LOAD_PATH" ]; then
+      LOAD_PATH="$(last_checkpoint "$(exp_name "$task")")"
+      [ -z "$LOAD_PATH" ] && echo "no demo checkpoint of $(exp_name "$task") yet: evaluating the randomly initialised model" >&2
+    fi
+    if [ "$DEMO" = 0 ] && [ -z "$LOAD_PATH" ]; then
+      echo "error: set CKPT (or LOAD_PATH) to the checkpoint to evaluate" >&2; exit 2
+    fi
+    set -- test_only=True precision=32 "$@"
+  fi
+  [ -n "$LOAD_PATH" ] && ARGS+=("load_path=$LOAD_PATH")
+  [ "$DEMO" = 1 ] && [ "$task" = f30k ] && ARGS+=("draw_false_text=3")  # the tiny demo set has few captions
   local named=("$(task_config "$task" "$phase")")
   # shellcheck disable=SC2207
   named+=($(model_args "$task" "$phase"))

@@ -15,13 +15,4 @@ set -euo pipefail
 : "${EXTRA:=}"
 
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-if [ "$DEMO" = 1 ] && [ -z "$LOAD_PATH" ]; then
-  LOAD_PATH="$(last_checkpoint finetune_nlvr2)"
-  [ -z "$LOAD_PATH" ] && echo "no demo checkpoint of finetune_nlvr2 yet: evaluating the randomly initialised model" >&2
-fi
-if [ "$DEMO" = 0 ] && [ -z "$LOAD_PATH" ]; then
-  echo "error: set CKPT (or LOAD_PATH) to the checkpoint to evaluate" >&2; exit 2
-fi
-[ -n "$LOAD_PATH" ] && ARGS+=("load_path=$LOAD_PATH")
-[ "$DEMO" = 1 ] && [ "nlvr2" = f30k ] && ARGS+=("draw_false_text=3")
-launch nlvr2 eval test_only=True precision=32
+launch nlvr2 eval

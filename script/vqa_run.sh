@@ -13,6 +13,4 @@ set -euo pipefail
 : "${EXTRA:=}"                     # more Sacred key=value arguments, e.g. "learning_rate=1e-4 seed=1"
 
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-[ -n "$LOAD_PATH" ] && ARGS+=("load_path=$LOAD_PATH")
-[ "$DEMO" = 1 ] && [ "vqa" = f30k ] && ARGS+=("draw_false_text=3")
 launch vqa train
