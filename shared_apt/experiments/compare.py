@@ -15,6 +15,7 @@ options that were trained, at the sequence length of the evaluation data.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import importlib
@@ -592,3 +593,41 @@ def compare(bb: Backbone, task: TaskData, out_dir: str, *, methods: Sequence[str
         f.write(table + "\n")
     return {"rows": rows, "meta": meta, "pretrain": pre, "table": table, "json": json_path, "png": png_path,
             "total_time_s": total}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command-line pieces shared by the demo and the NLVR v1 benchmark
+
+
+def parse_methods(text: str) -> list:
+    """'all' or a comma list of method names."""
+    methods = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SystemExit(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+    return methods
+
+
+def add_run_arguments(ap: argparse.ArgumentParser) -> None:
+    """--model, --methods and the training-schedule options of every comparison command."""
+    ap.add_argument("--model", default="vilt", choices=sorted(BACKBONES))
+    ap.add_argument("--methods", default="all", help=f"'all' or a comma list of {', '.join(METHODS)}")
+    ap.add_argument("--pretrain-epochs", type=int, default=None)
+    ap.add_argument("--pretrain-lr", type=float, default=None)
+    ap.add_argument("--finetune-epochs", type=int, default=None)
+    ap.add_argument("--finetune-lr", type=float, default=None, help="base learning rate (PETL methods x5)")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true", help="pre-train again even if a cached checkpoint matches")
+    ap.add_argument("--no-progress", action="store_true", help="a line per epoch instead of Lightning's bars")
+
+
+def resolve_run(args, defaults: Mapping[str, Mapping[str, Any]]):
+    """(backbone, settings = the model's defaults overlaid with the given options, methods); raises
+    BackboneUnavailable when the model's code is missing."""
+    bb = get_backbone(args.model)
+    settings = dict(defaults[args.model])
+    for k in settings:
+        if getattr(args, k, None) is not None:
+            settings[k] = getattr(args, k)
+    return bb, settings, parse_methods(args.methods)

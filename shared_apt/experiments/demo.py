@@ -15,7 +15,6 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from shared_apt.config import METHODS
 
 from . import compare
 
@@ -54,43 +53,20 @@ def _questions(data_root: str, tables: Sequence[str]) -> int:
                for q in read_arrow_table(os.path.join(data_root, f"{name}.arrow"))["questions"].to_pylist())
 
 
-def parse_methods(text: str) -> list:
-    methods = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise SystemExit(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-    return methods
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared_apt.experiments.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="vilt", choices=sorted(compare.BACKBONES))
     ap.add_argument("--cache", default=os.environ.get("DEMO_CACHE") or DEFAULT_CACHE,
                     help="demo world / tokenizer / pre-training cache (default %(default)s)")
     ap.add_argument("--out", default=None, help="results folder (default <cache>/compare_<model>)")
-    ap.add_argument("--methods", default="all", help=f"'all' or a comma list of {', '.join(METHODS)}")
     ap.add_argument("--scale", type=float, default=None, help="demo world size factor")
-    ap.add_argument("--pretrain-epochs", type=int, default=None)
-    ap.add_argument("--pretrain-lr", type=float, default=None)
-    ap.add_argument("--finetune-epochs", type=int, default=None)
-    ap.add_argument("--finetune-lr", type=float, default=None, help="base learning rate (PETL methods x5)")
-    ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fresh", action="store_true", help="pre-train again even if a cached checkpoint matches")
-    ap.add_argument("--no-progress", action="store_true", help="a line per epoch instead of Lightning's bars")
+    compare.add_run_arguments(ap)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        bb = compare.get_backbone(args.model)
+        bb, d, methods = compare.resolve_run(args, DEFAULTS)
     except compare.BackboneUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    d = dict(DEFAULTS[args.model])
-    for k in d:
-        v = getattr(args, k)
-        if v is not None:
-            d[k] = v
-    methods = parse_methods(args.methods)
     print(f"[demo] demo world (scale {d['scale']:g}) in {args.cache} ...", flush=True)
     task = demo_task(args.cache, d["scale"], seed=0)
     print(f"[demo] VQA: {task.info['train_rows']} training questions, {task.info['eval_rows']} scored questions, "

@@ -23,10 +23,9 @@ import sys
 import time
 from typing import List, Optional, Sequence
 
-from shared_apt.config import METHODS
 
 from . import compare
-from .demo import DEFAULT_CACHE, parse_methods
+from .demo import DEFAULT_CACHE
 
 DEFAULTS = {
     "vilt": dict(pretrain_epochs=3, pretrain_lr=1e-3, finetune_epochs=2, finetune_lr=5e-4, batch_size=32),
@@ -120,34 +119,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared_apt.experiments.nlvr1", description=__doc__.split("\n\n")[0])
     ap.add_argument("train", nargs="+", help="NLVR split folder(s) to train on (<root>/<split> with <split>.json)")
     ap.add_argument("--eval", required=True, help="NLVR split folder to score on")
-    ap.add_argument("--model", default="vilt", choices=sorted(compare.BACKBONES))
     ap.add_argument("--cache", default=os.environ.get("NLVR1_CACHE") or DEFAULT_CACHE)
     ap.add_argument("--out", default=None, help="results folder (default <cache>/nlvr1_bench_<model>)")
-    ap.add_argument("--methods", default="all", help=f"'all' or a comma list of {', '.join(METHODS)}")
     ap.add_argument("--image-index", type=int, default=None,
                     help="train on this permutation image only (default: all six as rows)")
     ap.add_argument("--eval-all-images", action="store_true", help="score all six permutations of every statement")
     ap.add_argument("--limit", type=int, default=None, help="use only the first LIMIT statements of every split")
-    ap.add_argument("--pretrain-epochs", type=int, default=None)
-    ap.add_argument("--pretrain-lr", type=float, default=None)
-    ap.add_argument("--finetune-epochs", type=int, default=None)
-    ap.add_argument("--finetune-lr", type=float, default=None, help="base learning rate (PETL methods x5)")
-    ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fresh", action="store_true", help="pre-train again even if a cached checkpoint matches")
-    ap.add_argument("--no-progress", action="store_true", help="a line per epoch instead of Lightning's bars")
+    compare.add_run_arguments(ap)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        bb = compare.get_backbone(args.model)
+        bb, d, methods = compare.resolve_run(args, DEFAULTS)
     except compare.BackboneUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    d = dict(DEFAULTS[args.model])
-    for k in d:
-        if getattr(args, k) is not None:
-            d[k] = getattr(args, k)
-    methods = parse_methods(args.methods)
     print(f"[nlvr1] writing arrows + tokenizer into {args.cache} (once per input) ...", flush=True)
     task = prepare(args.train, args.eval, args.cache, all_images=args.image_index is None,
                    image_index=args.image_index or 0, eval_all_images=args.eval_all_images, limit=args.limit,
