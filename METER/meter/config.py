@@ -15,7 +15,7 @@ import copy
 from sacred import Experiment
 
 from shared_apt.data.datasets import METER_VQA_SPLITS
-from shared_apt.training.sacred_keys import peft_option_keys
+from shared_apt.training.sacred_keys import add_peft_named_configs, peft_option_keys
 
 ex = Experiment("METER", save_git_info=False)
 
@@ -143,97 +143,24 @@ def task_mlm_itm_clip_bert():
     num_heads = 12
 
 
-@ex.named_config
-def task_finetune_nlvr2_clip_bert():
-    exp_name = "finetune_nlvr2"
-    datasets = ["nlvr2"]
-    loss_names = _loss_names({"nlvr2": 1})
-    batch_size = 256
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    draw_false_image = 0
-    learning_rate = 1e-5
-    lr_mult_head = 10
-    lr_mult_cross_modal = 5
-    tokenizer = "bert-base-uncased"
-    max_text_len = 50
-    input_text_embed_size = 768
-    vit = "ViT-B/32"
-    train_transform_keys = ["clip"]
-    val_transform_keys = ["clip"]
-    input_image_embed_size = 768
-    image_size = 288
-
-
-@ex.named_config
-def task_finetune_vqa_clip_bert():
-    exp_name = "finetune_vqa"
-    datasets = ["vqa"]
-    loss_names = _loss_names({"vqa": 1})
-    batch_size = 512
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    draw_false_image = 0
-    learning_rate = 5e-6
-    val_check_interval = 0.1
-    lr_mult_head = 50
-    lr_mult_cross_modal = 5
-    tokenizer = "bert-base-uncased"
-    max_text_len = 50
-    input_text_embed_size = 768
-    vit = "ViT-B/32"
-    train_transform_keys = ["clip"]
-    val_transform_keys = ["clip"]
-    input_image_embed_size = 768
-    image_size = 576
-
-
-@ex.named_config
-def task_finetune_irtr_coco_clip_bert():
-    exp_name = "finetune_irtr_coco"
-    datasets = ["coco"]
-    loss_names = _loss_names({"itm": 0.5, "irtr": 1})
-    batch_size = 512
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    get_recall_metric = True
-    draw_false_text = 15
-    learning_rate = 5e-6
-    lr_mult_head = 5
-    lr_mult_cross_modal = 5
-    tokenizer = "bert-base-uncased"
-    input_text_embed_size = 768
-    vit = "ViT-B/32"
-    train_transform_keys = ["clip"]
-    val_transform_keys = ["clip"]
-    input_image_embed_size = 768
-    image_size = 384
-
-
-@ex.named_config
-def task_finetune_irtr_f30k_clip_bert():
-    exp_name = "finetune_irtr_f30k"
-    datasets = ["f30k"]
-    loss_names = _loss_names({"itm": 0.5, "irtr": 1})
-    batch_size = 512
-    max_epoch = 10
-    max_steps = None
-    warmup_steps = 0.1
-    get_recall_metric = True
-    draw_false_text = 15
-    learning_rate = 5e-6
-    lr_mult_head = 5
-    lr_mult_cross_modal = 5
-    tokenizer = "bert-base-uncased"
-    input_text_embed_size = 768
-    vit = "ViT-B/32"
-    train_transform_keys = ["clip"]
-    val_transform_keys = ["clip"]
-    input_image_embed_size = 768
-    image_size = 384
+# Fine-tuning task configs with upstream values (meter.md §3); what they all share first.
+_FINETUNE_COMMON = dict(max_epoch=10, max_steps=None, warmup_steps=0.1, lr_mult_cross_modal=5,
+                        tokenizer="bert-base-uncased", input_text_embed_size=768, vit="ViT-B/32",
+                        train_transform_keys=["clip"], val_transform_keys=["clip"], input_image_embed_size=768)
+_IRTR = dict(loss_names=_loss_names({"itm": 0.5, "irtr": 1}), batch_size=512, get_recall_metric=True,
+             draw_false_text=15, learning_rate=5e-6, lr_mult_head=5, image_size=384)
+_FINETUNE = {
+    "nlvr2": dict(exp_name="finetune_nlvr2", datasets=["nlvr2"], loss_names=_loss_names({"nlvr2": 1}),
+                  batch_size=256, draw_false_image=0, learning_rate=1e-5, lr_mult_head=10, max_text_len=50,
+                  image_size=288),
+    "vqa": dict(exp_name="finetune_vqa", datasets=["vqa"], loss_names=_loss_names({"vqa": 1}), batch_size=512,
+                draw_false_image=0, learning_rate=5e-6, val_check_interval=0.1, lr_mult_head=50, max_text_len=50,
+                image_size=576),
+    "irtr_coco": dict(exp_name="finetune_irtr_coco", datasets=["coco"], **_IRTR),
+    "irtr_f30k": dict(exp_name="finetune_irtr_f30k", datasets=["f30k"], **_IRTR),
+}
+for _task, _values in _FINETUNE.items():
+    ex.add_named_config(f"task_finetune_{_task}_clip_bert", dict(_FINETUNE_COMMON, **_values))
 
 
 @ex.named_config
@@ -310,61 +237,8 @@ def imagenet_randaug():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tuning methods with the APT paper's settings (apt.md §1.7, §2): PETL methods at 5x the task's upstream learning
-# rate (peft_lr_scale), upstream multipliers kept; full tuning keeps the upstream recipe.
-
-
-@ex.named_config
-def peft_full():
-    peft = "full"
-
-
-@ex.named_config
-def peft_classifier():
-    peft = "classifier"
-    peft_lr_scale = 5
-
-
-@ex.named_config
-def peft_shallow_prompt():
-    peft = "shallow_prompt"
-    peft_options = {"num_prompts": 200}  # prepended to both fusion streams (official); prompt_placement "append"
-    peft_lr_scale = 5
-
-
-@ex.named_config
-def peft_deep_prompt():
-    peft = "deep_prompt"
-    peft_options = {"num_prompts": 200}
-    peft_lr_scale = 5
-
-
-@ex.named_config
-def peft_lora():
-    peft = "lora"
-    peft_options = {"lora_rank": 4, "lora_dropout": 0.1}
-    peft_lr_scale = 5
-
-
-@ex.named_config
-def peft_adapter():
-    peft = "adapter"
-    peft_options = {"adapter_bottleneck": 96}
-    peft_lr_scale = 5
-
-
-@ex.named_config
-def peft_scaled_pa():
-    peft = "scaled_pa"
-    peft_options = {"pa_bottleneck": 96, "pa_scale": 4.0}
-    peft_lr_scale = 5
-
-
-@ex.named_config
-def peft_apt():
-    peft = "apt"
-    peft_options = {"num_prompts": 200, "apt_rank": 4}
-    peft_lr_scale = 5
+# Tuning methods with the APT paper's settings: peft_full, peft_apt, ... (shared_apt.training.sacred_keys).
+add_peft_named_configs(ex)
 
 
 @ex.named_config

@@ -2,7 +2,7 @@
 (tuning method and its options, demo/tiny geometry). ``python run.py with <named configs> key=value``."""
 from sacred import Experiment
 
-from shared_apt.training.sacred_keys import peft_option_keys
+from shared_apt.training.sacred_keys import add_peft_named_configs, peft_option_keys
 
 ex = Experiment("ViLT", save_git_info=False)
 
@@ -187,16 +187,8 @@ def vit32_base():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tuning methods with the APT paper's settings (apt.md §1.7, §2): every PETL method trains at 5x the task's learning
-# rate (peft_lr_scale, so the order of named configs does not matter); full tuning keeps the upstream recipe.
-_PEFT = {
-    "full": {}, "classifier": {}, "shallow_prompt": {"num_prompts": 200}, "deep_prompt": {"num_prompts": 200},
-    "lora": {"lora_rank": 4, "lora_dropout": 0.1}, "adapter": {"adapter_bottleneck": 96},
-    "scaled_pa": {"pa_bottleneck": 96, "pa_scale": 4.0}, "apt": {"num_prompts": 200, "apt_rank": 4},
-}
-for _method, _options in _PEFT.items():
-    ex.add_named_config(f"peft_{_method}", dict(peft=_method, peft_options=_options,
-                                               peft_lr_scale=1 if _method == "full" else 5))
+# Tuning methods with the APT paper's settings: peft_full, peft_apt, ... (shared_apt.training.sacred_keys).
+add_peft_named_configs(ex)
 
 
 # ---------------------------------------------------------------------------------------------------------------

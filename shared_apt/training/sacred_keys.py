@@ -21,3 +21,20 @@ def peft_option_keys():
     pa_bottleneck = None  # noqa: F841
     pa_scale = None  # noqa: F841
     prompt_placement = None  # noqa: F841
+
+
+# The tuning methods with the APT paper's settings (apt.md §1.7, §2), the same for every backbone: PETL methods train
+# at 5x the task's upstream learning rate (peft_lr_scale, so the order of named configs does not matter); full tuning
+# keeps the upstream recipe.
+PEFT_METHOD_OPTIONS = {
+    "full": {}, "classifier": {}, "shallow_prompt": {"num_prompts": 200}, "deep_prompt": {"num_prompts": 200},
+    "lora": {"lora_rank": 4, "lora_dropout": 0.1}, "adapter": {"adapter_bottleneck": 96},
+    "scaled_pa": {"pa_bottleneck": 96, "pa_scale": 4.0}, "apt": {"num_prompts": 200, "apt_rank": 4},
+}
+
+
+def add_peft_named_configs(ex) -> None:
+    """Named configs ``peft_<method>`` for every method."""
+    for method, options in PEFT_METHOD_OPTIONS.items():
+        ex.add_named_config(f"peft_{method}", dict(peft=method, peft_options=dict(options),
+                                                   peft_lr_scale=1 if method == "full" else 5))
