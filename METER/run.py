@@ -2,7 +2,7 @@
 clip16 text_roberta image_size=576 clip_randaug per_gpu_batchsize=... load_path=... peft_apt`` (meter.md §3; as
 upstream, give the encoder configs clip16 / text_roberta AFTER the task config). Unknown config keys are errors.
 Training, evaluation (``test_only=True``), checkpoints and resume are the shared driver's
-(``shared_apt.training.run``)."""
+(``shared_apt.vl.training.run``)."""
 import os
 import sys
 
@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from meter.config import OPEN_KEYS, ex  # noqa: E402
 
-from shared_apt.training.run import OPEN_DICT_KEYS, sacred_main  # noqa: E402
+from shared_apt.vl.training.run import OPEN_DICT_KEYS, sacred_main  # noqa: E402
 
 
 @ex.automain

@@ -58,7 +58,7 @@ if [ -z "$DATA_ROOT" ]; then
   : "${DEMO_STEPS:=2}"
   : "${DEMO_SCALE:=0.25}"
   echo "DATA_ROOT is empty: using the demo world in $DEMO_CACHE (tiny $MODEL, $DEMO_STEPS steps)" >&2
-  DEMO_VARS="$("$PY" -m shared_apt.training.demo --cache "$DEMO_CACHE" --scale "$DEMO_SCALE")" || {
+  DEMO_VARS="$("$PY" -m shared_apt.vl.training.demo --cache "$DEMO_CACHE" --scale "$DEMO_SCALE")" || {
     echo "error: could not prepare the demo world in $DEMO_CACHE" >&2; exit 1; }
   eval "$DEMO_VARS"
   DATA_ROOT="$DEMO_DATA_ROOT"

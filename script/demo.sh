@@ -3,7 +3,7 @@
 # fine-tune it on the demo VQA with every tuning method from that checkpoint, and print one table
 #   method | updated params | additional GFLOPs | VQA score | training time (s)
 # also written as JSON and PNG. About 6-9 minutes on a 2-core CPU; fresh clones run script/setup.sh first.
-# Extra arguments go to `python -m shared_apt.experiments.demo` (e.g. --methods full,apt --no-progress --fresh).
+# Extra arguments go to `python -m shared_apt.harness.experiments.demo` (e.g. --methods full,apt --no-progress --fresh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 : "${MODEL:=vilt}"                                                   # vilt | meter
@@ -20,4 +20,4 @@ ARGS=(--model "$MODEL" --cache "$DEMO_CACHE")
 [ -n "$OUT" ] && ARGS+=(--out "$OUT")
 cd "$ROOT"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
-exec "$ROOT/.venv/bin/python" -m shared_apt.experiments.demo "${ARGS[@]}" "$@"
+exec "$ROOT/.venv/bin/python" -m shared_apt.harness.experiments.demo "${ARGS[@]}" "$@"

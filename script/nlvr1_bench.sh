@@ -5,7 +5,7 @@
 # Writes arrows (NLVR1 writer) and a tokenizer into a cache, pre-trains with MLM+ITM on the training splits' true
 # statements, fine-tunes with every method, prints accuracy on the evaluation split next to updated parameters and
 # additional FLOPs; results JSON / PNG / table.md in the results folder. About 10-15 minutes on a 2-core CPU.
-# Options: see `python -m shared_apt.experiments.nlvr1 --help` (--methods, --finetune-epochs, --image-index ...).
+# Options: see `python -m shared_apt.harness.experiments.nlvr1 --help` (--methods, --finetune-epochs, --image-index ...).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 : "${MODEL:=vilt}"                                                   # vilt | meter
@@ -25,4 +25,4 @@ for a in "$@"; do
 done
 cd "$ROOT"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
-exec "$ROOT/.venv/bin/python" -m shared_apt.experiments.nlvr1 --model "$MODEL" --cache "$NLVR1_CACHE" "${ARGS[@]}"
+exec "$ROOT/.venv/bin/python" -m shared_apt.harness.experiments.nlvr1 --model "$MODEL" --cache "$NLVR1_CACHE" "${ARGS[@]}"

@@ -1,10 +1,10 @@
 """shared_apt: every parameter-efficient tuning method of the APT paper once, for any backbone that declares its
-attention layers (see shared_apt.sites)."""
-from .api import (apply, describe, load_tuned, merge, peft_config, remove, save_tuned, set_trainable,
+attention layers (see shared_apt.peft.sites)."""
+from .peft.api import (apply, describe, load_tuned, merge, peft_config, remove, save_tuned, set_trainable,
                   trainable_parameters, tuned_state_dict, tuning_modules, unmerge, updated_parameter_count,
                   TunedWeightsError)
-from .config import METHODS, ConfigError, PeftConfig
-from .sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite
+from .peft.config import METHODS, ConfigError, PeftConfig
+from .peft.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite
 
 __all__ = [
     "apply", "describe", "load_tuned", "merge", "peft_config", "remove", "save_tuned", "set_trainable",

@@ -2,7 +2,7 @@
 import json
 
 from shared_apt import METHODS
-from shared_apt.bench import main
+from shared_apt.harness.bench import main
 
 
 def test_bench_json_has_every_method_and_field(tmp_path, capsys):

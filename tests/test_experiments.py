@@ -1,4 +1,4 @@
-"""The comparison driver (shared_apt.experiments): pre-train -> fine-tune every method -> table / JSON / PNG, on a very
+"""The comparison driver (shared_apt.harness.experiments): pre-train -> fine-tune every method -> table / JSON / PNG, on a very
 small demo world and on a synthetic NLVR v1 split layout (a few steps each)."""
 import json
 import os
@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from shared_apt.experiments import compare, nlvr1
-from shared_apt.training.demo import ensure_demo
+from shared_apt.harness.experiments import compare, nlvr1
+from shared_apt.vl.training.demo import ensure_demo
 
 torch.set_num_threads(1)
 
@@ -23,7 +23,7 @@ def small_demo(tmp_path_factory):
 
 
 def _demo_task(info):
-    from shared_apt.experiments.demo import VQA_SPLITS
+    from shared_apt.harness.experiments.demo import VQA_SPLITS
 
     task = compare.TaskData(
         name="demo VQA", data_root=info["data_root"], tokenizer=info["tokenizer"], vocab_size=info["vocab_size"],
@@ -87,7 +87,7 @@ def test_demo_comparison_table_json_png(small_demo, tmp_path):
 
 
 def test_majority_baseline_matches_a_hand_count(small_demo):
-    from shared_apt.data.arrow import read_arrow_table
+    from shared_apt.vl.data.arrow import read_arrow_table
 
     task = _demo_task(small_demo)
     id2answer = json.load(open(os.path.join(small_demo["data_root"], "vqa_dict.json")))

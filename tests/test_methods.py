@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import shared_apt
-from shared_apt.methods.apt import APTModule, apt_delta, apt_delta_fused
+from shared_apt.peft.methods.apt import APTModule, apt_delta, apt_delta_fused
 from tiny import TinyBert, vilt_batch, vilt_config
 from vilt.modules import ViLTransformerSS
 

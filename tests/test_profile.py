@@ -2,8 +2,8 @@
 import pytest
 
 from shared_apt import METHODS
-from shared_apt.flops import count_macs
-from shared_apt.profile import main, profile
+from shared_apt.peft.accounting import count_macs
+from shared_apt.harness.profile import main, profile
 
 D, P, R, B, N = 768, 200, 4, 96, 242
 

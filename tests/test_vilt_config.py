@@ -57,7 +57,7 @@ def test_method_options_as_top_level_keys():
     from tiny import vilt_config
     import shared_apt
 
-    from shared_apt.config import OPTION_KEYS
+    from shared_apt.peft.config import OPTION_KEYS
 
     defaults = resolved()
     assert all(k in defaults and defaults[k] is None for k in OPTION_KEYS)
@@ -67,7 +67,7 @@ def test_method_options_as_top_level_keys():
                                          num_prompts=7, apt_rank=2))
     cfg = shared_apt.peft_config(model)
     assert (cfg.num_prompts, cfg.apt_rank) == (7, 2)
-    from shared_apt.training.run import UnknownConfigKeyError, check_cli_modifications
+    from shared_apt.vl.training.run import UnknownConfigKeyError, check_cli_modifications
 
     with pytest.raises((ConfigAddedError, UnknownConfigKeyError), match="apt_rnk"):
         check_cli_modifications(ex._create_run(named_configs=["peft_apt"],
@@ -76,7 +76,7 @@ def test_method_options_as_top_level_keys():
 
 @pytest.mark.parametrize("named", [[], ["task_finetune_vqa", "peft_lora"]])
 def test_unknown_key_is_an_error(named):
-    from shared_apt.training.run import UnknownConfigKeyError, check_cli_modifications
+    from shared_apt.vl.training.run import UnknownConfigKeyError, check_cli_modifications
 
     with pytest.raises((ConfigAddedError, UnknownConfigKeyError), match="learning_rat"):
         check_cli_modifications(ex._create_run(named_configs=named,

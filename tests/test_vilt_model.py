@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import shared_apt
-from shared_apt.checkpoint import CheckpointError
+from shared_apt.vl.checkpoint import CheckpointError
 from tiny import vilt_batch, vilt_config
 from vilt.modules import ViLTransformerSS
 from vilt.profiling import build

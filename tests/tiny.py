@@ -53,7 +53,7 @@ def vilt_batch(cfg: dict, batch: int = 3, seed: int = 0, sizes=((64, 64), (48, 6
 
 
 class TinyBert(torch.nn.Module):
-    """Two transformers BertLayers with self- and cross-attention, declared to shared_apt through shared_apt.hf:
+    """Two transformers BertLayers with self- and cross-attention, declared to shared_apt through shared_apt.peft.hf:
     proves that method code attaches to foreign attention modules unchanged."""
 
     def __init__(self, hidden: int = 32, layers: int = 2, heads: int = 4):
@@ -85,8 +85,8 @@ class TinyBert(torch.nn.Module):
         return self.head(x[:, 0])
 
     def peft_spec(self):
-        from shared_apt.hf import bert_layer_sites
-        from shared_apt.sites import BackboneSpec, SequenceSite
+        from shared_apt.peft.hf import bert_layer_sites
+        from shared_apt.peft.sites import BackboneSpec, SequenceSite
 
         sites = [s for i, layer in enumerate(self.layer) for s in bert_layer_sites(layer, f"layer.{i}")]
         d = self.head.in_features

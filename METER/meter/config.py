@@ -4,7 +4,7 @@
 As upstream, named configs apply left to right: give the encoder configs (``clip16``, ``text_roberta``) AFTER the
 task config. The ``peft_*`` configs choose a tuning method with the APT paper's settings; PETL methods train at 5x the
 task's upstream learning rate (apt.md §1.7 [ours]): they set ``peft_lr_scale = 5``, ``learning_rate`` stays the
-task's upstream value, and the shared optimiser (``shared_apt.training.optim.set_schedule``) trains at
+task's upstream value, and the shared optimiser (``shared_apt.vl.training.optim.set_schedule``) trains at
 learning_rate x peft_lr_scale (VQA 2.5e-5, NLVR2 5e-5, IR/TR 2.5e-5), with the upstream multipliers (lr_mult_head,
 lr_mult_cross_modal) unchanged; the config (and the checkpoint's hparams) keep both values as given.
 
@@ -14,8 +14,8 @@ import copy
 
 from sacred import Experiment
 
-from shared_apt.data.datasets import METER_VQA_SPLITS
-from shared_apt.training.sacred_keys import add_peft_named_configs, peft_option_keys
+from shared_apt.vl.data.datasets import METER_VQA_SPLITS
+from shared_apt.vl.training.sacred_keys import add_peft_named_configs, peft_option_keys
 
 ex = Experiment("METER", save_git_info=False)
 
@@ -107,7 +107,7 @@ def config():
     max_bad_image_fraction = 0.01
     save_tuned_weights = True     # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints
     dataset_split_names = {"vqa": copy.deepcopy(METER_VQA_SPLITS), "gcc": {"val": [], "test": []}}  # meter.md §6.1
-    dataset_class_overrides = {}  # {dataset key: "module:Class"} (shared_apt.data.datamodules)
+    dataset_class_overrides = {}  # {dataset key: "module:Class"} (shared_apt.vl.data.datamodules)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def imagenet_randaug():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tuning methods with the APT paper's settings: peft_full, peft_apt, ... (shared_apt.training.sacred_keys).
+# Tuning methods with the APT paper's settings: peft_full, peft_apt, ... (shared_apt.vl.training.sacred_keys).
 add_peft_named_configs(ex)
 
 

@@ -1,8 +1,8 @@
-"""METER's data wiring over the shared data library (shared_apt.data; meter.md §6): no dataset, transform or metric
+"""METER's data wiring over the shared data library (shared_apt.vl.data; meter.md §6): no dataset, transform or metric
 code of its own.
 
 * transforms: the config's ``train_transform_keys`` / ``val_transform_keys`` (``clip`` / ``clip_randaug``) come
-  from ``shared_apt.data.transforms``; with a key containing "clip" the shared datasets decode images as RGBA, as
+  from ``shared_apt.vl.data.transforms``; with a key containing "clip" the shared datasets decode images as RGBA, as
   METER does, and the transform drops alpha;
 * split tables: METER's differ from ViLT's only for VQA (train = vqav2_train + the whole vqav2_val, val =
   vqav2_val) and for GCC (no validation shard); :data:`METER_SPLIT_NAMES` is the default of the config key
@@ -16,8 +16,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Mapping
 
-from shared_apt.data.datamodules import MTDataModule
-from shared_apt.data.datasets import METER_VQA_SPLITS
+from shared_apt.vl.data.datamodules import MTDataModule
+from shared_apt.vl.data.datasets import METER_VQA_SPLITS
 
 from .modules.meter_module import check_tokenizer
 

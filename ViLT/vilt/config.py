@@ -2,7 +2,7 @@
 (tuning method and its options, demo/tiny geometry). ``python run.py with <named configs> key=value``."""
 from sacred import Experiment
 
-from shared_apt.training.sacred_keys import add_peft_named_configs, peft_option_keys
+from shared_apt.vl.training.sacred_keys import add_peft_named_configs, peft_option_keys
 
 ex = Experiment("ViLT", save_git_info=False)
 
@@ -187,7 +187,7 @@ def vit32_base():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Tuning methods with the APT paper's settings: peft_full, peft_apt, ... (shared_apt.training.sacred_keys).
+# Tuning methods with the APT paper's settings: peft_full, peft_apt, ... (shared_apt.vl.training.sacred_keys).
 add_peft_named_configs(ex)
 
 

@@ -1,5 +1,5 @@
 """Fixtures of the data-pipeline tests: a WordPiece tokenizer trained here, small images, tiny arrow tables in the
-upstream schemas (vilt.md 6.1) written with shared_apt.data.arrow.write_arrow_table."""
+upstream schemas (vilt.md 6.1) written with shared_apt.vl.data.arrow.write_arrow_table."""
 from __future__ import annotations
 
 import io
@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from shared_apt.data.arrow import write_arrow_table
-from shared_apt.data.text import get_tokenizer, train_wordpiece_tokenizer
+from shared_apt.vl.data.arrow import write_arrow_table
+from shared_apt.vl.data.text import get_tokenizer, train_wordpiece_tokenizer
 
 CORPUS = [
     "a man is riding a horse on the beach",

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from shared_apt.data.datamodules import (DataConfigError, MTDataModule, UnpaddedDistributedSampler,
+from shared_apt.vl.data.datamodules import (DataConfigError, MTDataModule, UnpaddedDistributedSampler,
                                          VQAv2DataModule)
-from shared_apt.data.datasets import NLVR1Dataset, VQAv2Dataset
-from shared_apt.data.text import MLMCollator, WholeWordMaskCollator
+from shared_apt.vl.data.datasets import NLVR1Dataset, VQAv2Dataset
+from shared_apt.vl.data.text import MLMCollator, WholeWordMaskCollator
 
 
 class MeterVQA(VQAv2Dataset):

@@ -6,11 +6,11 @@ import pickle
 import pytest
 import torch
 
-from shared_apt.data.arrow import ArrowFileError
-from shared_apt.data.datasets import (METER_VQA_SPLITS, BadImageError, CocoCaptionKarpathyDataset,
+from shared_apt.vl.data.arrow import ArrowFileError
+from shared_apt.vl.data.datasets import (METER_VQA_SPLITS, BadImageError, CocoCaptionKarpathyDataset,
                                       ConceptualCaptionDataset, F30KCaptionKarpathyDataset, NLVR2Dataset,
                                       TooManyBadImagesError, VisualGenomeCaptionDataset, VQAv2Dataset)
-from shared_apt.data.text import MLMCollator
+from shared_apt.vl.data.text import MLMCollator
 
 KW = dict(image_size=64, max_text_len=12)
 
@@ -139,7 +139,7 @@ def test_corrupt_image_is_counted_logged_and_never_replaced(tmp_path, tokenizer,
                                     max_bad_image_fraction=0.5, **KW)
     with pytest.raises(BadImageError, match=r"row 1 in table 'f30k_caption_karpathy_test'"):
         ds.get_raw_image(1)
-    with caplog.at_level(logging.WARNING, logger="shared_apt.data.datasets"):
+    with caplog.at_level(logging.WARNING, logger="shared_apt.vl.data.datasets"):
         samples = [ds[i] for i in range(4)]
     assert samples[1] is None
     assert [s["text"][0] for s in samples if s is not None] == ["a", "c", "d"]
@@ -185,7 +185,7 @@ def test_sharded_and_empty_pretraining_splits(tmp_path, writers):
     assert ds.names == ["conceptual_caption_train_0", "conceptual_caption_train_1"] and len(ds) == 2
     assert len(VisualGenomeCaptionDataset(str(tmp_path), ["pixelbert"], split="val", **KW)) == 0
     with pytest.raises(ArrowFileError, match="sbu_0.arrow"):
-        from shared_apt.data.datasets import SBUCaptionDataset
+        from shared_apt.vl.data.datasets import SBUCaptionDataset
         SBUCaptionDataset(str(tmp_path), ["pixelbert"], split="train", **KW)
 
 

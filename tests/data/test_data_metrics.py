@@ -6,8 +6,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from shared_apt.data.datamodules import UnpaddedDistributedSampler
-from shared_apt.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
+from shared_apt.vl.data.datamodules import UnpaddedDistributedSampler
+from shared_apt.vl.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
 
 SCORES = torch.tensor([
     # t0    t1    t2    t3    t4    t5        captions of image 0: t0 t1; image 1: t2 t3; image 2: t4 t5

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from shared_apt.data.text import (MLMCollator, TokenizerNotFoundError, WholeWordMaskCollator, get_mlm_collator,
+from shared_apt.vl.data.text import (MLMCollator, TokenizerNotFoundError, WholeWordMaskCollator, get_mlm_collator,
                                   get_tokenizer)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from shared_apt.data.transforms import (CLIP_MEAN, CLIP_STD, RANDAUG_OPS, MinMaxResize, RandAugment,
+from shared_apt.vl.data.transforms import (CLIP_MEAN, CLIP_STD, RANDAUG_OPS, MinMaxResize, RandAugment,
                                         TransformKeyError, image_mode_for_keys, keys_to_transforms, min_max_size,
                                         shorter_side_size)
 
@@ -61,7 +61,7 @@ def test_every_randaug_op_runs_on_installed_numpy():
 
 
 def test_solarize_add_adds_33_then_solarizes_at_128():
-    from shared_apt.data.transforms import solarize_add
+    from shared_apt.vl.data.transforms import solarize_add
 
     img = Image.fromarray(np.array([[[10, 100, 240]]], dtype=np.uint8))
     # 10 + 33 = 43 (< 128 kept); 100 + 33 = 133 -> 255 - 133 = 122; 240 + 33 -> 255 -> 0

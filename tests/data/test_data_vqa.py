@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from shared_apt.data.vqa import (CONTRACTIONS, answer_score, build_answer_vocabulary, dense_targets,
+from shared_apt.vl.data.vqa import (CONTRACTIONS, answer_score, build_answer_vocabulary, dense_targets,
                                  id2answer_from_tables, labels_and_scores, normalize_word, official_vqa_accuracy,
                                  vqa_scores)
 

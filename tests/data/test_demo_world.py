@@ -10,11 +10,11 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from shared_apt.data import demo_world
-from shared_apt.data.arrow import read_arrow_table
-from shared_apt.data.writers.common import CAPTION_SCHEMA
-from shared_apt.data.writers.nlvr2 import NLVR2_SCHEMA
-from shared_apt.data.writers.vqa import vqa_schema
+from shared_apt.vl.data import demo_world
+from shared_apt.vl.data.arrow import read_arrow_table
+from shared_apt.vl.data.writers.common import CAPTION_SCHEMA
+from shared_apt.vl.data.writers.nlvr2 import NLVR2_SCHEMA
+from shared_apt.vl.data.writers.vqa import vqa_schema
 
 CONFIG = demo_world.DemoWorldConfig().scaled(0.5)
 

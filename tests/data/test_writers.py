@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from shared_apt.data.arrow import read_arrow_table
-from shared_apt.data.writers import coco_karpathy, f30k_karpathy, nlvr1, nlvr2, vqa
-from shared_apt.data.writers.common import CAPTION_SCHEMA, RawDataError, seeded_shuffle
+from shared_apt.vl.data.arrow import read_arrow_table
+from shared_apt.vl.data.writers import coco_karpathy, f30k_karpathy, nlvr1, nlvr2, vqa
+from shared_apt.vl.data.writers.common import CAPTION_SCHEMA, RawDataError, seeded_shuffle
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NLVR1_ROOT = os.path.join(os.path.dirname(REPO), "shared", "data", "nlvr1")

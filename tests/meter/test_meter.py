@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import shared_apt
-from shared_apt.training.optim import set_schedule
-from shared_apt.api import common_trainable_names, method_parameter_names
+from shared_apt.vl.training.optim import set_schedule
+from shared_apt.peft.api import common_trainable_names, method_parameter_names
 from meter.modules import METERTransformerSS
 from meter.modules.meter_module import HEAD_NAMES
 from meter.modules.clip_model import resize_positions
@@ -303,7 +303,7 @@ def test_deep_prompts_join_the_other_streams_keys_in_cross_attention():
 
 @pytest.fixture(scope="module")
 def full_profile():
-    from shared_apt.profile import profile
+    from shared_apt.harness.profile import profile
 
     rows, info = profile("meter-b", list(shared_apt.METHODS))
     return {r.method: r for r in rows}, info
@@ -358,7 +358,7 @@ def test_method_options_as_top_level_config_keys():
     import os
 
     from meter.config import ex
-    from shared_apt.config import OPTION_KEYS
+    from shared_apt.peft.config import OPTION_KEYS
 
     spec = importlib.util.spec_from_file_location(
         "meter_run", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "METER", "run.py"))

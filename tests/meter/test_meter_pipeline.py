@@ -1,5 +1,5 @@
 """METER on the shared training pipeline (meter.md §3-§7): the demo world with a tiny METER through
-shared_apt.training.run and METER/run.py — fit a few steps with APT and with LoRA, then evaluate the checkpoint with
+shared_apt.vl.training.run and METER/run.py — fit a few steps with APT and with LoRA, then evaluate the checkpoint with
 test_only; METER's split tables, CLIP transforms and RGBA decoding, the tokenizer check, the learning rate applied
 once (learning_rate x peft_lr_scale), NLVR2 model selection on dev, and every shell script with MODEL=meter."""
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import shared_apt
-from shared_apt.checkpoint import load_checkpoint
-from shared_apt.training.run import run
+from shared_apt.vl.checkpoint import load_checkpoint
+from shared_apt.vl.training.run import run
 
 from meter.config import ex
 from meter.datamodules import METER_SPLIT_NAMES, make_meter_datamodule, meter_data_config
@@ -114,7 +114,7 @@ def _roberta_style_tokenizer(folder):
     <mask> 4), saved as vocab.json + merges.txt in a folder whose name contains "roberta"."""
     from tokenizers import ByteLevelBPETokenizer
 
-    from shared_apt.data.text import get_tokenizer
+    from shared_apt.vl.data.text import get_tokenizer
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(["a red circle left of a blue square", "is there a green triangle"] * 5, vocab_size=300,
@@ -126,7 +126,7 @@ def _roberta_style_tokenizer(folder):
 
 
 def test_tokenizer_must_match_the_text_encoder(demo, tmp_path):
-    from shared_apt.data.text import get_tokenizer
+    from shared_apt.vl.data.text import get_tokenizer
 
     wordpiece = get_tokenizer(demo["tokenizer"])        # [PAD] 0, [CLS] 2
     cfg = meter_demo_config(demo, tmp_path)
@@ -172,7 +172,7 @@ def test_command_line_added_keys_for_both_experiments():
     scopes, and Sacred intersects "added" over scopes)."""
     import types
 
-    from shared_apt.training.run import command_line_added_keys
+    from shared_apt.vl.training.run import command_line_added_keys
     from vilt.config import ex as vilt_ex
 
     for experiment, task in ((vilt_ex, "task_finetune_vqa"), (ex, "task_finetune_vqa_clip_bert")):

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shared_apt.training import objectives
-from shared_apt.training.module import VisionLanguageModule
+from shared_apt.vl.training import objectives
+from shared_apt.vl.training.module import VisionLanguageModule
 from tests.tiny import vilt_batch, vilt_config
 from vilt.modules.vilt_module import ViLTransformerSS
 

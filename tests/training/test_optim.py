@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import shared_apt
-from shared_apt.training import optim
+from shared_apt.vl.training import optim
 from tests.tiny import vilt_config
 from vilt.modules.vilt_module import ViLTransformerSS
 

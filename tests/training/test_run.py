@@ -13,10 +13,10 @@ from pytorch_lightning.callbacks import Callback
 from torch.utils.data import DistributedSampler, Subset
 
 import shared_apt
-from shared_apt.checkpoint import load_checkpoint
-from shared_apt.data.datamodules import MTDataModule, UnpaddedDistributedSampler
-from shared_apt.training import run as run_mod
-from shared_apt.training.run import run
+from shared_apt.vl.checkpoint import load_checkpoint
+from shared_apt.vl.data.datamodules import MTDataModule, UnpaddedDistributedSampler
+from shared_apt.vl.training import run as run_mod
+from shared_apt.vl.training.run import run
 from vilt.modules.vilt_module import ViLTransformerSS
 
 from training_helpers import demo_config

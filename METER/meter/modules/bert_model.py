@@ -5,7 +5,7 @@ Upstream names: ``attention.self.{query,key,value}``, ``attention.output.{dense,
 transformers-4.6 BertConfig default METER builds them with), dropout on attention probabilities and on the three
 output projections, additive masks (0 = attend, -10000 = masked) of shape [B, 1, 1, keys].
 
-Tuning-method hooks (shared_apt.sites): ``BertSelfAttention.peft_extra_kv`` appends extra key/value tokens (deep
+Tuning-method hooks (shared_apt.peft.sites): ``BertSelfAttention.peft_extra_kv`` appends extra key/value tokens (deep
 prompts) to the key/value input of the attention: the stream's own tokens in self-attention, the other stream's tokens
 in cross-attention; their additive mask is 0 (always attended)."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from shared_apt.sites import extra_kv_tokens, pad_key_mask
+from shared_apt.peft.sites import extra_kv_tokens, pad_key_mask
 
 
 class BertSelfAttention(nn.Module):

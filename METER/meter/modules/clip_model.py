@@ -190,7 +190,7 @@ def clip_weights_for_meter(state_dict: dict, layers: int, image_size: int, patch
 
 def read_clip_file(path: str) -> dict:
     """State dict of an OpenAI CLIP file: the TorchScript archive CLIP distributes, or a plain state-dict file."""
-    from shared_apt.checkpoint import CheckpointError, load_checkpoint, state_dict_of
+    from shared_apt.vl.checkpoint import CheckpointError, load_checkpoint, state_dict_of
 
     try:
         return {k: v.float() for k, v in torch.jit.load(path, map_location="cpu").state_dict().items()}

@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 import shared_apt
-from shared_apt.config import options_from_config
-from shared_apt.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
-from shared_apt.heads import ITMHead, MLMHead, Pooler, classifier, init_weights
-from shared_apt.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
-from shared_apt.training import module as _training_module
-from shared_apt.training import objectives as _shared_objectives
-from shared_apt.training.module import VisionLanguageModule
+from shared_apt.peft.config import options_from_config
+from shared_apt.vl.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
+from shared_apt.vl.heads import ITMHead, MLMHead, Pooler, classifier, init_weights
+from shared_apt.peft.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
+from shared_apt.vl.training import module as _training_module
+from shared_apt.vl.training import objectives as _shared_objectives
+from shared_apt.vl.training.module import VisionLanguageModule
 
 from . import objectives as _meter_objectives
 from .bert_model import BertCrossLayer
@@ -218,7 +218,7 @@ class METERTransformerSS(VisionLanguageModule):
             raise ValueError(f"loss_names {active} > 0: these METER tasks are not supported by this project "
                              "(vcr, vcr_qar, contras have no code upstream either; SNLI-VE is out of scope)")
         config["loss_names"] = {k: v for k, v in loss.items() if k not in INACTIVE_TASKS}
-        # learning_rate and peft_lr_scale are stored as given: the optimiser (shared_apt.training.optim.set_schedule)
+        # learning_rate and peft_lr_scale are stored as given: the optimiser (shared_apt.vl.training.optim.set_schedule)
         # trains at learning_rate x peft_lr_scale (apt.md §1.7)
         super().__init__(config)
         cfg = lambda k: config_value(config, k)  # noqa: E731
@@ -363,7 +363,7 @@ class METERTransformerSS(VisionLanguageModule):
         load_state_dict_checked(self.vit_model, sd, source=vit, strict=True)
 
     # ------------------------------------------------------------------------------------------------------------
-    # Tuning-method interface (shared_apt.sites)
+    # Tuning-method interface (shared_apt.peft.sites)
 
     def peft_spec(self) -> BackboneSpec:
         sites = []

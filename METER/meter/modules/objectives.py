@@ -1,5 +1,5 @@
 """METER's objectives where they differ from ViLT's (meter.md §5); every other task uses
-shared_apt.training.objectives unchanged."""
+shared_apt.vl.training.objectives unchanged."""
 from __future__ import annotations
 
 from typing import Dict

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import shared_apt
-from shared_apt.config import options_from_config
-from shared_apt.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
-from shared_apt.heads import ITMHead, MLMHead, MPPHead, Pooler, classifier, init_weights
-from shared_apt.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
-from shared_apt.training.module import VisionLanguageModule
+from shared_apt.peft.config import options_from_config
+from shared_apt.vl.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
+from shared_apt.vl.heads import ITMHead, MLMHead, MPPHead, Pooler, classifier, init_weights
+from shared_apt.peft.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
+from shared_apt.vl.training.module import VisionLanguageModule
 
 from .vision_transformer import VisionTransformer
 
@@ -163,7 +163,7 @@ class ViLTransformerSS(VisionLanguageModule):
         load_state_dict_checked(self.transformer, sd, source=vit)
 
     # ------------------------------------------------------------------------------------------------------------
-    # Tuning-method interface (shared_apt.sites)
+    # Tuning-method interface (shared_apt.peft.sites)
 
     def peft_spec(self) -> BackboneSpec:
         sites = []

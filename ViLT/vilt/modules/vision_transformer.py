@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared_apt.sites import extra_kv_tokens, pad_key_mask
+from shared_apt.peft.sites import extra_kv_tokens, pad_key_mask
 
 
 def trunc_normal_(tensor: torch.Tensor, std: float = 0.02) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""Upstream entry point `python ViLT/vilt/utils/write_f30k_karpathy.py ROOT DATASET_ROOT`; the writer is shared_apt.data.writers.f30k_karpathy."""
-from shared_apt.data.writers.f30k_karpathy import main, make_arrow  # noqa: F401
+"""Upstream entry point `python ViLT/vilt/utils/write_f30k_karpathy.py ROOT DATASET_ROOT`; the writer is shared_apt.vl.data.writers.f30k_karpathy."""
+from shared_apt.vl.data.writers.f30k_karpathy import main, make_arrow  # noqa: F401
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,8 +1,8 @@
 """The demo setup used by the shell entry points when no DATA_ROOT is given, and by the tests: the synthetic shapes
-world (``shared_apt.data.demo_world``) plus a small WordPiece tokenizer trained on its texts, generated once into a
+world (``shared_apt.vl.data.demo_world``) plus a small WordPiece tokenizer trained on its texts, generated once into a
 cache folder.
 
-    python -m shared_apt.training.demo --cache ~/.cache/apt_vl_demo [--scale 0.25]
+    python -m shared_apt.vl.training.demo --cache ~/.cache/apt_vl_demo [--scale 0.25]
 
 prints shell assignments ``DEMO_DATA_ROOT=... DEMO_TOKENIZER=... DEMO_VOCAB_SIZE=... DEMO_VQA_LABELS=...`` that the
 scripts ``eval`` (every value is quoted).
@@ -17,7 +17,7 @@ import shlex
 import sys
 from typing import Dict, Optional, Sequence
 
-from shared_apt.data.arrow import read_arrow_table
+from shared_apt.vl.data.arrow import read_arrow_table
 
 DONE_MARKER = "DEMO_READY.json"
 
@@ -34,8 +34,8 @@ def _texts(data_root: str):
 
 def ensure_demo(cache_dir: str, scale: float = 0.25, seed: int = 0) -> Dict[str, object]:
     """Generate (once) the demo world and its tokenizer under `cache_dir`; return their paths and sizes."""
-    from shared_apt.data.demo_world import DemoWorldConfig, make_demo_world
-    from shared_apt.data.text import get_tokenizer, train_wordpiece_tokenizer
+    from shared_apt.vl.data.demo_world import DemoWorldConfig, make_demo_world
+    from shared_apt.vl.data.text import get_tokenizer, train_wordpiece_tokenizer
 
     cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
     tag = f"scale{scale:g}_seed{seed}"

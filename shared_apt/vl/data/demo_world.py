@@ -18,7 +18,7 @@ schemas, so the normal datamodules run on it unchanged:
 
 Every answer and label is a function of the rendered scene, so a model can learn them from the pixels. The scenes
 themselves are written to ``demo_world_scenes.json`` (table family -> image id or pair id -> list of objects) for
-inspection and tests. Output depends only on the seed and the sizes: ``python -m shared_apt.data.demo_world --out
+inspection and tests. Output depends only on the seed and the sizes: ``python -m shared_apt.vl.data.demo_world --out
 DIR --seed 0`` writes the same bytes every time.
 """
 from __future__ import annotations
@@ -36,9 +36,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
-from shared_apt.data.writers.common import seeded_shuffle, write_caption_tables
-from shared_apt.data.writers.nlvr2 import write_nlvr2_split
-from shared_apt.data.writers.vqa import (
+from shared_apt.vl.data.writers.common import seeded_shuffle, write_caption_tables
+from shared_apt.vl.data.writers.nlvr2 import write_nlvr2_split
+from shared_apt.vl.data.writers.vqa import (
     answer_vocabulary,
     attach_answers,
     drop_unanswerable,
@@ -496,7 +496,7 @@ def make_demo_world(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI: ``python -m shared_apt.data.demo_world --out DIR [--seed 0] [--scale 1.0] [--tasks coco vqa ...]``."""
+    """CLI: ``python -m shared_apt.vl.data.demo_world --out DIR [--seed 0] [--scale 1.0] [--tasks coco vqa ...]``."""
     parser = argparse.ArgumentParser(description="Write the synthetic shapes world in upstream arrow formats.")
     parser.add_argument("--out", required=True, help="output folder (the datamodules' data_root)")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """Sacred config scope shared by every backbone's config: the tuning-method options as top-level keys.
 
 ``ex.config(peft_option_keys)`` lets users write ``with peft=apt num_prompts=200 apt_rank=4``; None means "the
-method's default" (shared_apt.config.options_from_config overlays these on ``peft_options``). The names are
+method's default" (shared_apt.peft.config.options_from_config overlays these on ``peft_options``). The names are
 shared_apt.PeftConfig's fields; a test keeps the two lists equal."""
 
 

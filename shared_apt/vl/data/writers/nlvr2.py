@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
-from shared_apt.data.writers.common import (
+from shared_apt.vl.data.writers.common import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
     ImageSource,
@@ -158,7 +158,7 @@ def make_arrow(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI: ``python -m shared_apt.data.writers.nlvr2 ROOT DATASET_ROOT [--splits train dev test1 ...]``."""
+    """CLI: ``python -m shared_apt.vl.data.writers.nlvr2 ROOT DATASET_ROOT [--splits train dev test1 ...]``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_arguments(parser, seed=False, missing_images=False)
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="splits to write")

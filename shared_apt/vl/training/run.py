@@ -1,6 +1,6 @@
 """Training / evaluation driver shared by ViLT/run.py and METER/run.py (upstream run.py, vilt.md §4, on Lightning 2.x).
 
-    from shared_apt.training.run import run
+    from shared_apt.vl.training.run import run
     run(config, ViLTransformerSS, lambda cfg: MTDataModule(cfg, dist=True))
 
 The Sacred entry points (ViLT/run.py, METER/run.py) call :func:`sacred_main`, which adds the unknown-key check and
@@ -49,7 +49,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 import shared_apt
-from shared_apt.checkpoint import save_atomic
+from shared_apt.vl.checkpoint import save_atomic
 
 from .module import seed_all, step_seed
 

@@ -31,7 +31,7 @@ class PeftConfig:
     apt_detach_alpha: bool = True   # official: alpha carries no gradient
     apt_train_scale: bool = True    # METER's official code leaves s frozen (apt.md 1.7): set False to reproduce it
     apt_dropout: float = 0.0        # dropout on A (the modules' attention dropout, 0 for ViLT and METER)
-    apt_fast: bool = True           # use the fused kernel (same math as shared_apt.methods.apt.apt_delta)
+    apt_fast: bool = True           # use the fused kernel (same math as shared_apt.peft.methods.apt.apt_delta)
     lora_rank: int = 4
     lora_dropout: float = 0.1
     lora_targets: tuple = ("q", "v")

@@ -2,8 +2,8 @@
 
 :class:`BaseDataset` keeps upstream's constructor, sample index and collate. Subclasses carry upstream's class names,
 arrow file names and split tables (``split_names``; METER's VQA split is :data:`METER_VQA_SPLITS`). Every table is
-read with :func:`shared_apt.data.arrow.read_arrow_table`, so a missing or corrupt file raises
-:class:`~shared_apt.data.arrow.ArrowFileError` naming the path (upstream skipped missing files silently).
+read with :func:`shared_apt.vl.data.arrow.read_arrow_table`, so a missing or corrupt file raises
+:class:`~shared_apt.vl.data.arrow.ArrowFileError` naming the path (upstream skipped missing files silently).
 
 Deliberate deviations from upstream:
 

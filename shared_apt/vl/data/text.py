@@ -38,7 +38,7 @@ def _how_to_supply(name: str) -> str:
         "e.g. made once on a machine with internet by `AutoTokenizer.from_pretrained(name).save_pretrained(folder)`; "
         "(2) put it in the local Hugging Face cache (HF_HOME / HF_HUB_CACHE) on this machine; "
         "(3) train a small WordPiece tokenizer on your captions with "
-        "shared_apt.data.text.train_wordpiece_tokenizer(texts, folder) and pass that folder."
+        "shared_apt.vl.data.text.train_wordpiece_tokenizer(texts, folder) and pass that folder."
     )
 
 
@@ -146,7 +146,7 @@ def train_wordpiece_tokenizer(
         for token, _ in ordered:
             f.write(token + "\n")
     with open(os.path.join(out_dir, "shared_apt_tokenizer.json"), "w", encoding="utf-8") as f:
-        json.dump({"trained_by": "shared_apt.data.text.train_wordpiece_tokenizer", "vocab_size": len(ordered),
+        json.dump({"trained_by": "shared_apt.vl.data.text.train_wordpiece_tokenizer", "vocab_size": len(ordered),
                    "lowercase": lowercase, "min_frequency": min_frequency}, f, indent=2)
     return get_tokenizer(out_dir)
 

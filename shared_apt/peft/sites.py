@@ -1,6 +1,6 @@
 """The one interface between tuning methods and backbones.
 
-A backbone says *where* things are; a method says *what* it adds. Nothing in `shared_apt.methods` knows ViLT, METER,
+A backbone says *where* things are; a method says *what* it adds. Nothing in `shared_apt.peft.methods` knows ViLT, METER,
 CLIP or Stable Diffusion, and nothing in those backbones knows a method.
 
 A backbone model implements ``peft_spec() -> BackboneSpec``:
@@ -118,7 +118,7 @@ def backbone_spec(model: nn.Module) -> BackboneSpec:
     if not hasattr(model, "peft_spec"):
         raise TypeError(
             f"{type(model).__name__} does not declare its attention layers: it needs a peft_spec() method "
-            "returning shared_apt.sites.BackboneSpec"
+            "returning shared_apt.peft.sites.BackboneSpec"
         )
     return model.peft_spec()
 

@@ -2,7 +2,7 @@
 with MLM+ITM on the caption tables, fine-tune it on the demo VQA with every tuning method, and print one table
 (method | updated params | additional GFLOPs | VQA score | training time), also written as JSON and PNG.
 
-    python -m shared_apt.experiments.demo [--model vilt|meter] [--out DIR] [--methods full,lora,...]
+    python -m shared_apt.harness.experiments.demo [--model vilt|meter] [--out DIR] [--methods full,lora,...]
 
 The demo VQA is the ViLT split: train = vqav2_train + vqav2_trainable_val, score = vqav2_rest_val (the tables the
 shapes world writes; answers are colours, counts, shapes, yes/no, all functions of the pixels).
@@ -32,7 +32,7 @@ DEFAULTS = {
 
 def demo_task(cache: str, scale: float, seed: int = 0) -> compare.TaskData:
     """The demo world + tokenizer (generated once into `cache`) as a comparison task."""
-    from shared_apt.training.demo import ensure_demo
+    from shared_apt.vl.training.demo import ensure_demo
 
     info = ensure_demo(cache, scale=scale, seed=seed)
     task = compare.TaskData(
@@ -47,14 +47,14 @@ def demo_task(cache: str, scale: float, seed: int = 0) -> compare.TaskData:
 
 
 def _questions(data_root: str, tables: Sequence[str]) -> int:
-    from shared_apt.data.arrow import read_arrow_table
+    from shared_apt.vl.data.arrow import read_arrow_table
 
     return sum(len(q) for name in tables
                for q in read_arrow_table(os.path.join(data_root, f"{name}.arrow"))["questions"].to_pylist())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m shared_apt.experiments.demo", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m shared_apt.harness.experiments.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", default=os.environ.get("DEMO_CACHE") or DEFAULT_CACHE,
                     help="demo world / tokenizer / pre-training cache (default %(default)s)")
     ap.add_argument("--out", default=None, help="results folder (default <cache>/compare_<model>)")

@@ -5,7 +5,7 @@
     rows = compare.finetune_all(bb, task, methods, ckpt, out_dir, ...)              # one row per method
     text = compare.render_table(rows, meta); compare.write_json(...); compare.plot(...)
 
-Training goes through :func:`shared_apt.training.run.run` (the same driver as ``ViLT/run.py`` / ``METER/run.py``);
+Training goes through :func:`shared_apt.vl.training.run.run` (the same driver as ``ViLT/run.py`` / ``METER/run.py``);
 this module only builds the configs (the backbone's Sacred defaults + named configs + tiny geometry + overrides),
 times the runs and collects their metrics. The score of a method is the task's validation metric
 (``vqa/val/score_epoch``) after the LAST training epoch, i.e. of the final weights (no selection on the evaluation
@@ -30,12 +30,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 from pytorch_lightning.callbacks import Callback, ModelSummary
 
-from shared_apt.config import METHODS
-from shared_apt.training.run import plain, run
+from shared_apt.peft.config import METHODS
+from shared_apt.vl.training.run import plain, run
 
 log = logging.getLogger(__name__)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 class BackboneUnavailable(RuntimeError):
@@ -78,7 +78,7 @@ def _load(spec: str):
 BACKBONES: Dict[str, Backbone] = {
     "vilt": Backbone("vilt", "ViLT/run.py", "vilt.config", "vilt.modules.vilt_module:ViLTransformerSS", "tiny_vilt",
                      ("task_mlm_itm",), ("task_finetune_vqa",), "vilt-b32",
-                     "shared_apt.data.datamodules:MTDataModule"),
+                     "shared_apt.vl.data.datamodules:MTDataModule"),
     "meter": Backbone("meter", "METER/run.py", "meter.config", "meter.modules.meter_module:METERTransformerSS",
                       "tiny_meter", ("task_mlm_itm_clip_bert",), ("task_finetune_vqa_clip_bert",), "meter-b",
                       "meter.datamodules:make_meter_datamodule", two_stream=True),
@@ -145,7 +145,7 @@ class TaskData:
 
 
 def _vqa_rows(data_root: str, tables: Sequence[str]):
-    from shared_apt.data.arrow import read_arrow_table
+    from shared_apt.vl.data.arrow import read_arrow_table
 
     for name in tables:
         t = read_arrow_table(os.path.join(data_root, f"{name}.arrow"))
@@ -387,8 +387,8 @@ def _forward_fn(bb: Backbone, text_len: int):
 def method_cost(bb: Backbone, config: Mapping[str, Any], seq_len: int, text_len: int) -> tuple:
     """(updated params, additional MACs) of config's method on its exact geometry, by shared_apt.profile's
     conventions: frozen-backbone MACs subtracted, LoRA merged, batch 1, meta device."""
-    from shared_apt import api
-    from shared_apt.flops import count_macs
+    from shared_apt.peft import api
+    from shared_apt.peft.accounting import count_macs
 
     def build(method, options):
         cfg = plain(dict(config))

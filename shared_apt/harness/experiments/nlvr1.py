@@ -1,6 +1,6 @@
 """NLVR (v1.0) benchmark of every tuning method (``bash script/nlvr1_bench.sh TRAIN_SPLIT_DIR... --eval DIR``).
 
-    python -m shared_apt.experiments.nlvr1 ../shared/data/nlvr1/test --eval ../shared/data/nlvr1/hidden
+    python -m shared_apt.harness.experiments.nlvr1 ../shared/data/nlvr1/test --eval ../shared/data/nlvr1/hidden
 
 1. Arrows (cached by a digest of the inputs and options) with the NLVR1 writer: every training split as VQA-schema
    rows (all six permutation images as rows by default, ``--image-index K`` for one), its TRUE statements as
@@ -46,7 +46,7 @@ def _split_of(path: str):
 
 
 def _sentences(root: str, split: str) -> List[str]:
-    from shared_apt.data.writers.nlvr1 import load_examples
+    from shared_apt.vl.data.writers.nlvr1 import load_examples
 
     return [e["sentence"] for e in load_examples(root, split)]
 
@@ -55,8 +55,8 @@ def prepare(train_dirs: Sequence[str], eval_dir: str, cache: str, *, all_images:
             eval_all_images: bool = False, caption_val_fraction: float = 0.1, limit: Optional[int] = None,
             vocab_size: int = 1000, show_progress: bool = True) -> compare.TaskData:
     """Write (once per distinct input) the arrows and the tokenizer into `cache`; return the comparison task."""
-    from shared_apt.data.text import get_tokenizer, train_wordpiece_tokenizer
-    from shared_apt.data.writers.nlvr1 import make_arrow
+    from shared_apt.vl.data.text import get_tokenizer, train_wordpiece_tokenizer
+    from shared_apt.vl.data.writers.nlvr1 import make_arrow
 
     trains = [_split_of(d) for d in train_dirs]
     eval_root, eval_split = _split_of(eval_dir)
@@ -116,7 +116,7 @@ def prepare(train_dirs: Sequence[str], eval_dir: str, cache: str, *, all_images:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m shared_apt.experiments.nlvr1", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m shared_apt.harness.experiments.nlvr1", description=__doc__.split("\n\n")[0])
     ap.add_argument("train", nargs="+", help="NLVR split folder(s) to train on (<root>/<split> with <split>.json)")
     ap.add_argument("--eval", required=True, help="NLVR split folder to score on")
     ap.add_argument("--cache", default=os.environ.get("NLVR1_CACHE") or DEFAULT_CACHE)

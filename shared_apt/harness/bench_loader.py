@@ -19,10 +19,10 @@ from functools import partial
 
 import torch
 
-from .data.datasets import VQAv2Dataset
-from .data.text import get_mlm_collator, train_wordpiece_tokenizer
+from ..vl.data.datasets import VQAv2Dataset
+from ..vl.data.text import get_mlm_collator, train_wordpiece_tokenizer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_NLVR = os.path.join(os.path.dirname(REPO), "shared", "data", "nlvr1")
 
 
@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None)
     args, _ = ap.parse_known_args(argv)
 
-    from .data.demo_world import make_demo_world
-    from .data.writers import nlvr1
+    from ..vl.data.demo_world import make_demo_world
+    from ..vl.data.writers import nlvr1
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

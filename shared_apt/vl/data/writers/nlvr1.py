@@ -6,7 +6,7 @@ Raw layout (lil-lab/nlvr, folder ``nlvr/``), for a split name such as ``test``, 
     <root>/<split>/images/<directory>/<split>-<identifier>-<k>.png   k = 0..5, six permutations of the same boxes
 
 Mode ``vqa`` (default) treats NLVR as a binary VQA task and writes the ``vqav2_*`` schema
-(:func:`shared_apt.data.writers.vqa.vqa_schema`) to ``nlvr1_<name>.arrow``:
+(:func:`shared_apt.vl.data.writers.vqa.vqa_schema`) to ``nlvr1_<name>.arrow``:
 
 * one row per image: the statement as the only question, its label as the only answer, with the fixed 2-answer
   vocabulary ``ANSWERS = ("false", "true")`` -> answer_labels ``[[0]]`` for "false" and ``[[1]]`` for "true" (so the
@@ -16,7 +16,7 @@ Mode ``vqa`` (default) treats NLVR as a binary VQA task and writes the ``vqav2_*
 * image_id = question_id = ``n * 1000 + m * 10 + k`` for identifier ``n-m`` and permutation k (unique per image);
 * split column = "train"/"val" for the two parts of a train/val cut, else the source split name.
 
-Mode ``true_captions`` writes the caption schema (:data:`~shared_apt.data.writers.common.CAPTION_SCHEMA`) for MLM+ITM
+Mode ``true_captions`` writes the caption schema (:data:`~shared_apt.vl.data.writers.common.CAPTION_SCHEMA`) for MLM+ITM
 pre-training: one row per selected image of every TRUE example, caption = [its statement], image_id = the PNG file
 name with the numeric id appended (``test-3776-0-0_3776000.png``, so that the caption datasets' COCO/F30K-style
 "digits after the last underscore" image-id parsing works); false examples are skipped. Default output name
@@ -38,7 +38,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from shared_apt.data.writers.common import (
+from shared_apt.vl.data.writers.common import (
     CAPTION_SCHEMA,
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
@@ -51,7 +51,7 @@ from shared_apt.data.writers.common import (
     require_field,
     run_cli,
 )
-from shared_apt.data.writers.vqa import VqaQuestion, vqa_row, vqa_schema
+from shared_apt.vl.data.writers.vqa import VqaQuestion, vqa_row, vqa_schema
 
 ANSWERS = ("false", "true")
 ANSWER2LABEL = {answer: i for i, answer in enumerate(ANSWERS)}
@@ -273,7 +273,7 @@ def make_arrow(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI: ``python -m shared_apt.data.writers.nlvr1 ROOT DATASET_ROOT --split test [--val-fraction 0.15] ...``."""
+    """CLI: ``python -m shared_apt.vl.data.writers.nlvr1 ROOT DATASET_ROOT --split test [--val-fraction 0.15] ...``."""
     parser = argparse.ArgumentParser(description="NLVR (v1.0) split -> nlvr1_<name>.arrow (VQA or caption schema)")
     parser.add_argument("root", help="folder holding the NLVR split folders (<root>/<split>/<split>.json)")
     parser.add_argument("dataset_root", help="output folder for the .arrow files")

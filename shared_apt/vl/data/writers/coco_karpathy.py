@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from shared_apt.data.writers.common import KarpathyWriter
+from shared_apt.vl.data.writers.common import KarpathyWriter
 
 SPLITS = ("train", "val", "restval", "test")
 PREFIX = "coco_caption_karpathy"

@@ -23,7 +23,7 @@ gets indices r, r + W, ...), so corpus metrics equal the one-process run (upstre
 shuffled validation). Both are ``DistributedSampler`` subclasses, so Lightning 2 keeps them; upstream's
 ``replace_sampler_ddp=False`` is ``Trainer(use_distributed_sampler=False)``, which is also safe. Ranks may get one
 batch fewer than others: do not use per-step ``sync_dist`` logging in validation; the metrics in
-``shared_apt.data.metrics`` synchronise once at ``compute``.
+``shared_apt.vl.data.metrics`` synchronise once at ``compute``.
 """
 from __future__ import annotations
 

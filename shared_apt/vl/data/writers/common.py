@@ -1,4 +1,4 @@
-"""Plumbing shared by the arrow writers (``shared_apt.data.writers.*``).
+"""Plumbing shared by the arrow writers (``shared_apt.vl.data.writers.*``).
 
 Upstream ViLT's ``vilt/utils/write_*.py`` read every raw image into a pandas DataFrame and wrote one table per split
 with ``pa.Table.from_pandas``. The writers here produce the same files (same names, same columns, same arrow types,
@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import pyarrow as pa
 from tqdm import tqdm
 
-from shared_apt.data.arrow import arrow_file_writer
+from shared_apt.vl.data.arrow import arrow_file_writer
 
 #: default bound of one record batch, in rows
 DEFAULT_BATCH_ROWS = 256
@@ -222,7 +222,7 @@ def open_arrow_writers(
 ) -> Iterator[Dict[str, BatchedArrowWriter]]:
     """Open one streaming writer per key of `targets` (key -> (path, schema)).
 
-    Every file appears (atomically, via :func:`shared_apt.data.arrow.arrow_file_writer`) only if the block completes;
+    Every file appears (atomically, via :func:`shared_apt.vl.data.arrow.arrow_file_writer`) only if the block completes;
     on an exception none of them is created or replaced.
     """
     with ExitStack() as stack:

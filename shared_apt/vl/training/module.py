@@ -9,7 +9,7 @@ output dict), the heads (``vqa_classifier``, ``nlvr2_classifier``, ``itm_score``
   all executed losses are summed with weight 1;
 * metrics: upstream names (``vqa/train/score``, ``nlvr2/dev/accuracy``, ``irtr/val/irtr_loss``, ``…_epoch``,
   ``train/the_metric``, ``val/the_metric``, ``recalls/ir_r1`` …); epoch values are corpus-level and synchronised
-  over processes (``shared_apt.data.metrics`` all-reduce at compute);
+  over processes (``shared_apt.vl.data.metrics`` all-reduce at compute);
 * IR/TR recall over the whole validation/test split (every image against every caption), images split over
   processes, score rows gathered in memory;
 * VQA test submission gathered over processes in memory and written once by rank 0 as
@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from shared_apt.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
+from shared_apt.vl.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
 
 from . import objectives
 from .optim import VILT_HEAD_NAMES, set_schedule
@@ -112,7 +112,7 @@ class VisionLanguageModule(pl.LightningModule):
 
     def expand_modality_rows(self) -> None:
         """NLVR2: 3 modality rows; row 0 := old 0, rows 1 and 2 := old 1."""
-        from shared_apt.heads import init_weights
+        from shared_apt.vl.heads import init_weights
 
         old = self.token_type_embeddings
         new = nn.Embedding(3, old.weight.shape[1], device=old.weight.device)
@@ -153,7 +153,7 @@ class VisionLanguageModule(pl.LightningModule):
                     setattr(self, f"{split}_{task}_loss", Scalar())
 
     def lr_rules(self) -> List[Tuple[Sequence[str], float]]:
-        """Learning-rate multiplier rules for :func:`shared_apt.training.optim.set_schedule`: ViLT multiplies the
+        """Learning-rate multiplier rules for :func:`shared_apt.vl.training.optim.set_schedule`: ViLT multiplies the
         VQA / NLVR2 classifiers by ``lr_mult``. METER overrides (cross_modal x lr_mult_cross_modal, heads x
         lr_mult_head)."""
         return [(tuple(self.head_lr_names), float(self.config.get("lr_mult", 1)))]

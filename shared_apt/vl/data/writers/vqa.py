@@ -16,7 +16,7 @@ Reproduced upstream behaviour:
   kept when it occurs >= 9 times, class id = order of first appearance;
 * per question: count each distinct RAW ``answers[*].answer`` string (not normalised); every one that is a vocabulary
   key gets label = its id, score = 0.3 x count capped at 1.0, in first-occurrence order
-  (:func:`shared_apt.data.vqa.labels_and_scores`);
+  (:func:`shared_apt.vl.data.vqa.labels_and_scores`);
 * train/val questions with no label are dropped, then images with no question left;
 * ``vqav2_trainable_val`` = ``vqav2_val`` without its last 1000 rows, ``vqav2_rest_val`` = those 1000 rows;
 * test / test-dev rows carry empty ``answers``/``answer_labels``/``answer_scores`` lists of arrow type list<null>;
@@ -39,8 +39,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
-from shared_apt.data.vqa import build_answer_vocabulary, labels_and_scores
-from shared_apt.data.writers.common import (
+from shared_apt.vl.data.vqa import build_answer_vocabulary, labels_and_scores
+from shared_apt.vl.data.writers.common import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
     ImageSource,
@@ -99,7 +99,7 @@ def vqa_schema(test: bool = False) -> pa.Schema:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Answer vocabulary (normalisation, counting and soft scores live in shared_apt.data.vqa)
+# Answer vocabulary (normalisation, counting and soft scores live in shared_apt.vl.data.vqa)
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -117,7 +117,7 @@ def answer_vocabulary(
     """(ans2label, label2ans) from (source name, annotations) pairs, in order (upstream: train2014 then val2014).
 
     Normalised ``multiple_choice_answer`` values seen >= `min_count` times, ids in order of first appearance
-    (:func:`shared_apt.data.vqa.build_answer_vocabulary`).
+    (:func:`shared_apt.vl.data.vqa.build_answer_vocabulary`).
     """
     ans2label = build_answer_vocabulary(
         chain.from_iterable(multiple_choice_answers(annotations, source) for source, annotations in annotation_lists),
@@ -341,7 +341,7 @@ def make_arrow(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """CLI: ``python -m shared_apt.data.writers.vqa ROOT DATASET_ROOT [--seed 0] [--min-answer-count 9] ...``."""
+    """CLI: ``python -m shared_apt.vl.data.writers.vqa ROOT DATASET_ROOT [--seed 0] [--min-answer-count 9] ...``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_arguments(parser)
     parser.add_argument("--min-answer-count", type=int, default=DEFAULT_MIN_ANSWER_COUNT,

@@ -1,0 +1,267 @@
+"""Side-by-side speed and memory of every tuning method on one backbone, measured in one run.
+
+    python -m shared_apt.bench --backbone vilt-b32 --methods all --batch 8 [--seq-len N] [--device cpu|cuda]
+                               [--json PATH]
+
+The backbone is built at real size with random weights (no checkpoint needed). For each round, methods are measured
+one after the other in the same order (interleaved, so machine drift hits all alike); each figure is the median over
+rounds after a warm-up step. Measured per method:
+
+* ``infer_s``: forward of the joint token sequence through the tuned layers, no grad, eval mode (LoRA merged, APT
+  keys cached, as at inference); the fastest of ``--infer-reps`` calls in each round;
+* ``train_step_s``: forward, backward and an AdamW step on the method's trainable parameters;
+* ``peak_mem_mb``: CUDA: peak allocated memory of the training step; CPU: parameters + tensors saved for backward +
+  gradients + optimiser state (what a training step must hold at its peak);
+* the frozen reference: its inference forward, and its "training step" = forward + backward down to the input
+  embeddings with no parameter update (the least any method with parameters in every layer must pay).
+
+Extra time = method - frozen reference. Ratios printed: extra / deep_prompt's extra, and step / full's step.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from ..peft import api
+from ..peft.config import METHODS
+from .profile import load_backbone, profile
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+class Saved:
+    """Counts the bytes of distinct tensors autograd saves for backward."""
+
+    def __init__(self):
+        self.bytes = 0
+        self._seen = set()
+
+    def pack(self, t):
+        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        if key not in self._seen:
+            self._seen.add(key)
+            self.bytes += key[1]
+        return t
+
+    @staticmethod
+    def unpack(t):
+        return t
+
+
+def _method_options(method: str, args) -> dict:
+    opts = {}
+    if method in ("apt", "shallow_prompt", "deep_prompt") and args.num_prompts:
+        opts["num_prompts"] = args.num_prompts
+    if method == "apt":
+        opts["apt_fast"] = not args.reference_apt
+        if args.rank:
+            opts["rank"] = args.rank
+    return opts
+
+
+def measure(args) -> dict:
+    bb = load_backbone(args.backbone)
+    device = torch.device(args.device)
+    n = args.seq_len or bb.DEFAULT_SEQ_LEN
+    methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
+    torch.manual_seed(0)
+    model = bb.build("classifier", device=device, size=args.size)
+    api.remove(model)
+    if args.layers:
+        bb.truncate(model, args.layers)
+    x, mask = bb.tokens(model, n, args.batch, device=device)
+    params_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+
+    def attach(method):
+        if method != "frozen":
+            api.apply(model, method, **_method_options(method, args))
+        else:
+            for p in model.parameters():
+                p.requires_grad_(False)
+
+    run_tokens = torch.compile(bb.run_tokens, dynamic=False) if args.compile else bb.run_tokens
+
+    def infer_once(method):
+        model.eval()
+        if method == "lora":
+            api.merge(model)
+        with torch.no_grad():
+            t = _timed(lambda: run_tokens(model, x, mask), device)
+        if method == "lora":
+            api.unmerge(model)
+        return t
+
+    def train_once(method, opt, saved=None):
+        model.train()
+        # a truncated backbone stands for its interior layers: their gradient must reach the layers below, so every
+        # method back-propagates to the input there (the full backbone stops at its first trainable tensor)
+        inp = x.detach().requires_grad_(method == "frozen" or bool(args.layers))
+
+        def step():
+            if saved is not None:
+                with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+                    out = run_tokens(model, inp, mask)
+            else:
+                out = run_tokens(model, inp, mask)
+            if out.requires_grad:  # classifier-only: nothing to train inside the measured layers
+                out.float().square().mean().backward()
+            if opt is not None:
+                opt.step()
+                opt.zero_grad(set_to_none=False)
+
+        return _timed(step, device)
+
+    rows = {m: {"infer": [], "train": []} for m in ["frozen"] + methods}
+    peaks = {}
+    for rnd in range(args.rounds):
+        for method in ["frozen"] + methods:
+            attach(method)
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            opt = torch.optim.AdamW(trainable, lr=1e-6) if method != "frozen" and trainable else None
+            infer_once(method)  # warm-up (and APT key cache)
+            rows[method]["infer"].append(min(infer_once(method) for _ in range(args.infer_reps)))
+            if str(device).startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats(device)
+            saved = Saved() if rnd == 0 else None
+            train_once(method, opt, saved)  # warm-up (and optimiser state)
+            if rnd == 0:
+                if str(device).startswith("cuda"):
+                    peaks[method] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+                else:
+                    grads = sum(p.numel() * p.element_size() for p in trainable)
+                    state = sum(t.numel() * t.element_size() for s in (opt.state.values() if opt else [])
+                                for t in s.values() if torch.is_tensor(t))
+                    extra_params = sum(p.numel() * p.element_size() for p in model.parameters()) - params_bytes
+                    peaks[method] = (params_bytes + extra_params + saved.bytes + grads + state) / 2 ** 20
+            rows[method]["train"].append(train_once(method, opt))
+            for p in model.parameters():
+                p.grad = None
+            del opt
+            if method != "frozen":
+                api.remove(model)
+        print(f"[bench] round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+
+    flops_rows, _ = profile(args.backbone, methods, n, size=args.size, layers=args.layers, **{k: v for k, v in
+                                                          {"num_prompts": args.num_prompts, "rank": args.rank}.items()
+                                                          if v})
+    gflops = {r.method: r.additional_macs / 1e9 for r in flops_rows}
+    med = lambda v: statistics.median(v)  # noqa: E731
+    result = {
+        "backbone": args.backbone, "size": args.size, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(), "compiled": bool(args.compile), "layers": args.layers or "all",
+        "batch": args.batch, "seq_len": n, "rounds": args.rounds,
+        "frozen": {"infer_s": med(rows["frozen"]["infer"]), "train_step_s": med(rows["frozen"]["train"]),
+                   "peak_mem_mb": peaks["frozen"]},
+        "methods": {m: {"infer_s": med(rows[m]["infer"]), "train_step_s": med(rows[m]["train"]),
+                        "peak_mem_mb": peaks[m], "gflops_extra": gflops[m]} for m in methods},
+    }
+    _ratios(result)
+    return result
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def _ratios(res: dict) -> None:
+    f = res["frozen"]
+    ms = res["methods"]
+    for m, r in ms.items():
+        r["infer_extra_s"] = r["infer_s"] - f["infer_s"]
+        r["train_extra_s"] = r["train_step_s"] - f["train_step_s"]
+    deep, full = ms.get("deep_prompt"), ms.get("full")
+    for m, r in ms.items():
+        if deep:
+            r["infer_extra_vs_deep"] = _div(r["infer_extra_s"], deep["infer_extra_s"])
+            r["train_extra_vs_deep"] = _div(r["train_extra_s"], deep["train_extra_s"])
+        if full:
+            r["train_step_vs_full"] = _div(r["train_step_s"], full["train_step_s"])
+            r["peak_mem_vs_full"] = _div(r["peak_mem_mb"], full["peak_mem_mb"])
+
+
+def _div(a, b):
+    return None if not b else a / b
+
+
+def render(res: dict) -> str:
+    f = res["frozen"]
+    fmt = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    scope = "" if res.get("layers", "all") == "all" else f", first {res['layers']} layer(s) only"
+    out = [f"### {res['backbone']} ({res['size']}{scope}) on {res['device']} ({res['device_name']}, {res['threads']} threads), "
+           f"batch {res['batch']}, n = {res['seq_len']}, median of {res['rounds']} rounds", "",
+           f"frozen reference: inference {f['infer_s'] * 1e3:.1f} ms, forward+backward to the inputs "
+           f"{f['train_step_s'] * 1e3:.1f} ms", "",
+           "| method | add. GFLOPs | infer ms | extra infer ms | extra / deep | train step ms | extra train ms | "
+           "extra / deep | step / full | peak MB | mem / full |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m, r in res["methods"].items():
+        out.append(f"| {m} | {r['gflops_extra']:.2f} | {r['infer_s'] * 1e3:.1f} | {r['infer_extra_s'] * 1e3:.1f} | "
+                   f"{fmt(r.get('infer_extra_vs_deep'), 2)} | {r['train_step_s'] * 1e3:.1f} | "
+                   f"{r['train_extra_s'] * 1e3:.1f} | {fmt(r.get('train_extra_vs_deep'), 2)} | "
+                   f"{fmt(r.get('train_step_vs_full'), 2)} | {r['peak_mem_mb']:.0f} | "
+                   f"{fmt(r.get('peak_mem_vs_full'), 2)} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m shared_apt.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backbone", default="vilt-b32")
+    ap.add_argument("--methods", default="all")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=None)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--size", default="base", choices=["base", "tiny"], help="tiny: same code, tiny dims (tests)")
+    ap.add_argument("--num-prompts", type=int, default=None)
+    ap.add_argument("--rank", type=int, default=None)
+    ap.add_argument("--reference-apt", action="store_true", help="APT through the reference autograd path")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the measured forward (every method)")
+    ap.add_argument("--layers", type=int, default=None,
+                    help="measure only the first N layers (every method's cost is per layer; less noise per second)")
+    ap.add_argument("--infer-reps", type=int, default=3,
+                    help="inference calls per round; the round keeps the fastest (least disturbed) one")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--loader", action="store_true",
+                    help="measure data loading throughput instead (options: python -m shared_apt.harness.bench_loader -h)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--loader" in argv:
+        from .bench_loader import main as loader_main
+
+        return loader_main(argv)
+    args = ap.parse_args(argv)
+    bad = [m for m in (args.methods.split(",") if args.methods != "all" else []) if m not in METHODS]
+    if bad:
+        ap.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+    res = measure(args)
+    print(render(res))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
