@@ -57,7 +57,7 @@ def test_method_options_as_top_level_keys():
     from tiny import vilt_config
     import shared_apt
 
-    from shared_apt.peft.config import OPTION_KEYS
+    from shared_apt.peft.registry import flat_option_keys; OPTION_KEYS = flat_option_keys()
 
     defaults = resolved()
     assert all(k in defaults and defaults[k] is None for k in OPTION_KEYS)

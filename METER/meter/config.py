@@ -15,7 +15,7 @@ import copy
 from sacred import Experiment
 
 from shared_apt.vl.data.datasets import METER_VQA_SPLITS
-from shared_apt.vl.training.sacred_keys import add_peft_named_configs, peft_option_keys
+from shared_apt.vl.training.sacred_keys import add_peft_config
 
 ex = Experiment("METER", save_git_info=False)
 
@@ -99,8 +99,8 @@ def config():
     visual_encoder_config = None  # {width, layers (blocks built), heads, patch_size}; None: from `vit`
     text_encoder_config = None    # RobertaConfig / BertConfig kwargs over roberta-base / bert-base-uncased
     cls_token_id = None           # class-token init id; None: <s> (RoBERTa) / [CLS] 101 (BERT)
-    peft = "full"                 # full, classifier, shallow_prompt, deep_prompt, lora, adapter, scaled_pa, apt
-    peft_options = {}             # shared_apt.PeftConfig fields, e.g. {"num_prompts": 200, "apt_rank": 4}
+    peft = "full"                 # a registered method: full, classifier, ..., apt (method_names())
+    peft_options = {}             # the method's options (own names or flat keys), e.g. {"num_prompts": 200, "rank": 4}
     peft_lr_scale = 1             # the model trains at learning_rate x peft_lr_scale; PETL configs set 5
     trust_checkpoint = False      # allow full unpickling of load_path (only for files you trust)
     accelerator = "auto"          # "cpu" forces CPU processes
@@ -114,7 +114,7 @@ def config():
 # Task configs (upstream values, meter.md §3.2)
 
 
-ex.config(peft_option_keys)  # tuning-method options as top-level keys: `with peft=apt num_prompts=200`
+add_peft_config(ex)  # method options as top-level keys (`with peft=apt apt_rank=4`) + named configs peft_<method>
 
 
 @ex.named_config
@@ -238,7 +238,6 @@ def imagenet_randaug():
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tuning methods with the APT paper's settings: peft_full, peft_apt, ... (shared_apt.vl.training.sacred_keys).
-add_peft_named_configs(ex)
 
 
 @ex.named_config

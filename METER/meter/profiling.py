@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from shared_apt.peft.registry import Backbone, register_backbone
+
 NAME = "meter-b"
 DEFAULT_SEQ_LEN = 618
 TEXT_LEN = 41
@@ -25,6 +27,12 @@ NOTES = {
                  "(apt.md §2.2)",
     "lora": "merged into the frozen weights for inference: no extra FLOPs",
 }
+
+# What the comparison harness (shared_apt.harness.experiments.compare) trains with.
+EXPERIMENT = {"short_name": "meter", "entry": "METER/run.py", "config_module": "meter.config",
+              "model_class": "meter.modules.meter_module:METERTransformerSS", "tiny": "tiny_meter",
+              "pretrain_named": ("task_mlm_itm_clip_bert",), "finetune_named": ("task_finetune_vqa_clip_bert",),
+              "datamodule": "meter.datamodules:make_meter_datamodule", "two_stream": True}
 
 HEAD_PREFIXES = ("vqa_classifier", "nlvr2_classifier", "snli_classifier", "mlm_score", "itm_score", "rank_output")
 
@@ -79,9 +87,14 @@ def run_tokens(model, x, mask):
     return torch.cat([t[:, tsl], i[:, isl]], dim=1)
 
 
-def forward(model, seq_len: int) -> None:
+def forward(model, seq_len: int, text_len: int = TEXT_LEN) -> None:
+    """The co-attention layers of both streams on ``seq_len`` tokens, the first ``text_len`` of them text."""
+    if seq_len <= text_len:
+        raise ValueError(f"seq_len {seq_len} must exceed the {text_len} text tokens")
+    x, mask = tokens(model, max(seq_len, TEXT_LEN + 1))
+    x, mask = x[:, :seq_len], mask[:, :seq_len]
     with torch.no_grad():
-        run_tokens(model, *tokens(model, seq_len))
+        model.fusion_layers(x[:, :text_len], x[:, text_len:], mask[:, :text_len], mask[:, text_len:])
 
 
 def backbone_parameters(model) -> int:
@@ -100,3 +113,9 @@ def truncate(model, layers: int):
     model.cross_modal_text_layers = model.cross_modal_text_layers[:layers]
     model.cross_modal_image_layers = model.cross_modal_image_layers[:layers]
     return model
+
+
+register_backbone(Backbone(
+    name=NAME, build=build, tokens=tokens, run_tokens=run_tokens, forward=forward, truncate=truncate,
+    backbone_parameters=backbone_parameters, head_parameters=head_parameters, default_seq_len=DEFAULT_SEQ_LEN,
+    seq_len_note=SEQ_LEN_NOTE, notes=NOTES, tiny=TINY, extras=EXPERIMENT))

@@ -2,7 +2,7 @@
 (tuning method and its options, demo/tiny geometry). ``python run.py with <named configs> key=value``."""
 from sacred import Experiment
 
-from shared_apt.vl.training.sacred_keys import add_peft_named_configs, peft_option_keys
+from shared_apt.vl.training.sacred_keys import add_peft_config
 
 ex = Experiment("ViLT", save_git_info=False)
 
@@ -80,8 +80,8 @@ def config():
     # ---- project keys (not in upstream) ----
     pos_embed_grid = None       # position grid side; None = image_size // patch_size
     cls_token_id = 101          # [CLS] id of the tokenizer, for the class token of PETL methods
-    peft = "full"               # full, classifier, shallow_prompt, deep_prompt, lora, adapter, scaled_pa, apt
-    peft_options = {}           # shared_apt.PeftConfig fields, e.g. {"num_prompts": 200, "apt_rank": 4}
+    peft = "full"               # a registered method: full, classifier, shallow_prompt, ..., apt (method_names())
+    peft_options = {}           # the method's options (own names or flat keys), e.g. {"num_prompts": 200, "rank": 4}
     peft_lr_scale = 1           # the optimiser uses learning_rate x peft_lr_scale (PETL named configs: 5)
     trust_checkpoint = False    # allow full unpickling of load_path (only for files you trust)
     accelerator = "auto"        # "cpu" forces CPU processes (num_gpus then means processes, gloo backend)
@@ -89,7 +89,7 @@ def config():
     save_tuned_weights = True   # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints
 
 
-ex.config(peft_option_keys)  # tuning-method options as top-level keys: `with peft=apt num_prompts=200 apt_rank=4`
+add_peft_config(ex)  # method options as top-level keys (`with peft=apt apt_rank=4`) + named configs peft_<method>
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,7 +188,6 @@ def vit32_base():
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tuning methods with the APT paper's settings: peft_full, peft_apt, ... (shared_apt.vl.training.sacred_keys).
-add_peft_named_configs(ex)
 
 
 # ---------------------------------------------------------------------------------------------------------------

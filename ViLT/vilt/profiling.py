@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from shared_apt.peft.registry import Backbone, register_backbone
+
 
 NAME = "vilt-b32"
 DEFAULT_SEQ_LEN = 242
@@ -15,6 +17,12 @@ NOTES = {
     "lora": "merged into the frozen weights for inference: no extra FLOPs",
 }
 
+
+# What the comparison harness (shared_apt.harness.experiments.compare) trains with.
+EXPERIMENT = {"short_name": "vilt", "entry": "ViLT/run.py", "config_module": "vilt.config",
+              "model_class": "vilt.modules.vilt_module:ViLTransformerSS", "tiny": "tiny_vilt",
+              "pretrain_named": ("task_mlm_itm",), "finetune_named": ("task_finetune_vqa",),
+              "datamodule": "shared_apt.vl.data.datamodules:MTDataModule", "two_stream": False}
 
 TINY = {"hidden_size": 32, "num_heads": 4, "num_layers": 2, "patch_size": 16, "image_size": 64,
         "max_text_len": 12, "vocab_size": 100, "vqav2_label_size": 10, "cls_token_id": 2}
@@ -59,7 +67,8 @@ def run_tokens(model, x, mask):
     return model.transformer.forward_tokens(x, mask)
 
 
-def forward(model, seq_len: int) -> None:
+def forward(model, seq_len: int, text_len: int | None = None) -> None:
+    """The blocks + final LN on ``seq_len`` tokens (one stream: where the text ends does not matter)."""
     with torch.no_grad():
         run_tokens(model, *tokens(model, seq_len))
 
@@ -80,3 +89,9 @@ def truncate(model, layers: int):
     """Keep the first ``layers`` blocks (benchmarks per layer: every method's cost is per layer)."""
     model.transformer.blocks = model.transformer.blocks[:layers]
     return model
+
+
+register_backbone(Backbone(
+    name=NAME, build=build, tokens=tokens, run_tokens=run_tokens, forward=forward, truncate=truncate,
+    backbone_parameters=backbone_parameters, head_parameters=head_parameters, default_seq_len=DEFAULT_SEQ_LEN,
+    seq_len_note=SEQ_LEN_NOTE, notes=NOTES, tiny=TINY, extras=EXPERIMENT))

@@ -28,8 +28,9 @@ import time
 import torch
 
 from ..peft import api
-from ..peft.config import METHODS
-from .profile import load_backbone, profile
+from ..peft.config import ConfigError
+from ..peft.registry import cli_options, method_names, parse_methods
+from .profile import add_method_arguments, load_backbone, method_options, profile
 
 
 def _sync(device):
@@ -64,38 +65,38 @@ class Saved:
         return t
 
 
-def _method_options(method: str, args) -> dict:
-    opts = {}
-    if method in ("apt", "shallow_prompt", "deep_prompt") and args.num_prompts:
-        opts["num_prompts"] = args.num_prompts
-    if method == "apt":
-        opts["apt_fast"] = not args.reference_apt
-        if args.rank:
-            opts["rank"] = args.rank
-    return opts
+def measure(backbone: str = "vilt-b32", methods: str = "all", batch: int = 8, seq_len: int | None = None,
+            device: str = "cpu", rounds: int = 5, size: str = "base", reference_apt: bool = False,
+            compile: bool = False, layers: int | None = None, infer_reps: int = 3, **options) -> dict:
+    """Measure ``methods`` ('all' or a comma list) on ``backbone``; ``options``: method options by command-line
+    dest (shared_apt.peft.registry.cli_options), each given to the methods that have it. ``reference_apt``: APT
+    through the reference autograd path (``fast=False``)."""
+    bb = load_backbone(backbone)
+    device = torch.device(device)
+    n = seq_len or bb.default_seq_len
+    methods = parse_methods(methods)
+    if reference_apt:
+        options["fast"] = False
 
+    def method_opts(method):
+        return method_options(method, options)
 
-def measure(args) -> dict:
-    bb = load_backbone(args.backbone)
-    device = torch.device(args.device)
-    n = args.seq_len or bb.DEFAULT_SEQ_LEN
-    methods = list(METHODS) if args.methods == "all" else args.methods.split(",")
     torch.manual_seed(0)
-    model = bb.build("classifier", device=device, size=args.size)
+    model = bb.build("classifier", device=device, size=size)
     api.remove(model)
-    if args.layers:
-        bb.truncate(model, args.layers)
-    x, mask = bb.tokens(model, n, args.batch, device=device)
+    if layers:
+        bb.truncate(model, layers)
+    x, mask = bb.tokens(model, n, batch, device=device)
     params_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
     def attach(method):
         if method != "frozen":
-            api.apply(model, method, **_method_options(method, args))
+            api.apply(model, method, **method_opts(method))
         else:
             for p in model.parameters():
                 p.requires_grad_(False)
 
-    run_tokens = torch.compile(bb.run_tokens, dynamic=False) if args.compile else bb.run_tokens
+    run_tokens = torch.compile(bb.run_tokens, dynamic=False) if compile else bb.run_tokens
 
     def infer_once(method):
         model.eval()
@@ -111,7 +112,7 @@ def measure(args) -> dict:
         model.train()
         # a truncated backbone stands for its interior layers: their gradient must reach the layers below, so every
         # method back-propagates to the input there (the full backbone stops at its first trainable tensor)
-        inp = x.detach().requires_grad_(method == "frozen" or bool(args.layers))
+        inp = x.detach().requires_grad_(method == "frozen" or bool(layers))
 
         def step():
             if saved is not None:
@@ -129,13 +130,13 @@ def measure(args) -> dict:
 
     rows = {m: {"infer": [], "train": []} for m in ["frozen"] + methods}
     peaks = {}
-    for rnd in range(args.rounds):
+    for rnd in range(rounds):
         for method in ["frozen"] + methods:
             attach(method)
             trainable = [p for p in model.parameters() if p.requires_grad]
             opt = torch.optim.AdamW(trainable, lr=1e-6) if method != "frozen" and trainable else None
             infer_once(method)  # warm-up (and APT key cache)
-            rows[method]["infer"].append(min(infer_once(method) for _ in range(args.infer_reps)))
+            rows[method]["infer"].append(min(infer_once(method) for _ in range(infer_reps)))
             if str(device).startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats(device)
             saved = Saved() if rnd == 0 else None
@@ -155,18 +156,16 @@ def measure(args) -> dict:
             del opt
             if method != "frozen":
                 api.remove(model)
-        print(f"[bench] round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+        print(f"[bench] round {rnd + 1}/{rounds} done", file=sys.stderr, flush=True)
 
-    flops_rows, _ = profile(args.backbone, methods, n, size=args.size, layers=args.layers, **{k: v for k, v in
-                                                          {"num_prompts": args.num_prompts, "rank": args.rank}.items()
-                                                          if v})
+    flops_rows, _ = profile(backbone, methods, n, size=size, layers=layers, **options)
     gflops = {r.method: r.additional_macs / 1e9 for r in flops_rows}
     med = lambda v: statistics.median(v)  # noqa: E731
     result = {
-        "backbone": args.backbone, "size": args.size, "device": str(device),
+        "backbone": backbone, "size": size, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        "threads": torch.get_num_threads(), "compiled": bool(args.compile), "layers": args.layers or "all",
-        "batch": args.batch, "seq_len": n, "rounds": args.rounds,
+        "threads": torch.get_num_threads(), "compiled": bool(compile), "layers": layers or "all",
+        "batch": batch, "seq_len": n, "rounds": rounds,
         "frozen": {"infer_s": med(rows["frozen"]["infer"]), "train_step_s": med(rows["frozen"]["train"]),
                    "peak_mem_mb": peaks["frozen"]},
         "methods": {m: {"infer_s": med(rows[m]["infer"]), "train_step_s": med(rows[m]["train"]),
@@ -227,16 +226,16 @@ def render(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m shared_apt.bench", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m shared_apt.bench", description=__doc__.split("\n\n")[0],
+                                 epilog="python -m shared_apt.bench --loader: data loading throughput instead "
+                                        "(options: python -m shared_apt.harness.bench_loader -h)")
     ap.add_argument("--backbone", default="vilt-b32")
-    ap.add_argument("--methods", default="all")
+    ap.add_argument("--methods", default="all", help=f"'all' or a comma list of {', '.join(method_names())}")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--size", default="base", choices=["base", "tiny"], help="tiny: same code, tiny dims (tests)")
-    ap.add_argument("--num-prompts", type=int, default=None)
-    ap.add_argument("--rank", type=int, default=None)
     ap.add_argument("--reference-apt", action="store_true", help="APT through the reference autograd path")
     ap.add_argument("--compile", action="store_true", help="torch.compile the measured forward (every method)")
     ap.add_argument("--layers", type=int, default=None,
@@ -244,21 +243,18 @@ def main(argv=None) -> int:
     ap.add_argument("--infer-reps", type=int, default=3,
                     help="inference calls per round; the round keeps the fastest (least disturbed) one")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--loader", action="store_true",
-                    help="measure data loading throughput instead (options: python -m shared_apt.harness.bench_loader -h)")
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--loader" in argv:
-        from .bench_loader import main as loader_main
-
-        return loader_main(argv)
-    args = ap.parse_args(argv)
-    bad = [m for m in (args.methods.split(",") if args.methods != "all" else []) if m not in METHODS]
-    if bad:
-        ap.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-    res = measure(args)
+    add_method_arguments(ap)
+    args = vars(ap.parse_args(argv))
+    json_path = args.pop("json")
+    try:
+        parse_methods(args["methods"])
+    except ConfigError as e:
+        ap.error(str(e))
+    options = {dest: args.pop(dest) for dest in cli_options()}
+    res = measure(**args, **{k: v for k, v in options.items() if v is not None})
     print(render(res))
-    if args.json:
-        with open(args.json, "w") as f:
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(res, f, indent=2)
     return 0
 

@@ -52,16 +52,13 @@ def model_samples_per_s(model_json: str | None, batch: int = 8) -> tuple[float, 
         return res["batch"] / step, f"APT training step from {model_json} ({res['device']}, batch {res['batch']})"
     from .bench import measure
 
-    args = argparse.Namespace(backbone="vilt-b32", device="cpu", seq_len=None, methods="apt", size="base",
-                              batch=batch, rounds=1, num_prompts=None, rank=None, reference_apt=False,
-                              compile=False, infer_reps=1, layers=None)
-    res = measure(args)
+    res = measure("vilt-b32", "apt", batch=batch, device="cpu", rounds=1, infer_reps=1)
     return batch / res["methods"]["apt"]["train_step_s"], f"APT training step measured now (cpu, batch {batch})"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared_apt.bench --loader")
-    ap.add_argument("--loader", action="store_true")
+    ap.add_argument("--loader", action="store_true", help="(how shared_apt.bench dispatches here)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--image-size", type=int, default=384)
@@ -69,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--nlvr-root", default=DEFAULT_NLVR)
     ap.add_argument("--model-json", default=os.path.join(REPO, "bench", "results", "vilt-b32-cpu.json"))
     ap.add_argument("--json", default=None)
-    args, _ = ap.parse_known_args(argv)
+    args = ap.parse_args(argv)
 
     from ..vl.data.demo_world import make_demo_world
     from ..vl.data.writers import nlvr1

@@ -6,22 +6,22 @@
 Models are built on the meta device (no weights, seconds). Updated parameters = the method's own parameters (the
 common trainable set of heads / poolers / modal-type embedding / class token is not counted, as in the paper).
 Additional FLOPs = FLOPs(method) - FLOPs(frozen backbone) at batch 1 in fvcore's convention (shared_apt.peft.accounting), with
-LoRA merged. A backbone is a module with NAME, DEFAULT_SEQ_LEN, SEQ_LEN_NOTE, NOTES, build(method, **options),
-forward(model, seq_len), backbone_parameters(model), head_parameters(model)."""
+LoRA merged. Backbones and methods come from the registries (shared_apt.peft.registry): every registered method
+is a choice of ``--method`` and each of its options a command-line option (``--rank`` applies to every method with a
+``rank`` option; flat keys such as ``--apt-variant`` work too)."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from dataclasses import dataclass
 
 from ..peft import api
-from . import paper
-from ..peft.config import METHODS
 from ..peft.accounting import count_macs
-
-BACKBONES = {"vilt-b32": "vilt.profiling", "meter-b": "meter.profiling"}
+from ..peft.config import ConfigError, method_config
+from ..peft.registry import cli_options, method_names, parse_methods
+from . import paper
+from .backbones import BackboneUnavailable, backbone_names, get_backbone
 
 
 @dataclass
@@ -35,9 +35,10 @@ class Row:
 
 
 def load_backbone(name: str):
-    if name not in BACKBONES:
-        raise SystemExit(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
-    return importlib.import_module(BACKBONES[name])
+    try:
+        return get_backbone(name)
+    except BackboneUnavailable as e:
+        raise SystemExit(str(e)) from e
 
 
 def macs(backbone, model, seq_len: int) -> int:
@@ -49,7 +50,7 @@ def profile(backbone_name: str, methods, seq_len: int | None = None, size: str =
             **options) -> tuple[list, dict]:
     """``layers``: keep only the first layers of the backbone (per-layer costs for the benchmark)."""
     bb = load_backbone(backbone_name)
-    n = seq_len or bb.DEFAULT_SEQ_LEN
+    n = seq_len or bb.default_seq_len
 
     def build(method, **opts):
         model = bb.build(method, size=size, **opts)
@@ -59,15 +60,15 @@ def profile(backbone_name: str, methods, seq_len: int | None = None, size: str =
     base = macs(bb, frozen, n)
     info = {"backbone": backbone_name, "seq_len": n, "frozen_macs": base,
             "backbone_params": bb.backbone_parameters(frozen), "head_params": bb.head_parameters(frozen),
-            "seq_len_note": bb.SEQ_LEN_NOTE.format(n=n)}
+            "seq_len_note": bb.seq_len_note.format(n=n)}
     rows = []
     for method in methods:
-        opts = {k: v for k, v in options.items() if v is not None and _applies(method, k)}
+        opts = method_options(method, options)
         model = frozen if method == "full" else build(method, **opts)
         updated = api.updated_parameter_count(model)
-        extra = 0 if method in ("full", "classifier") else macs(bb, model, n) - base
+        extra = 0 if not api.tuning_modules(model) else macs(bb, model, n) - base
         p_params, p_flops = _paper_values(backbone_name, method, opts)
-        rows.append(Row(method, updated, extra, p_params, p_flops, bb.NOTES.get(method, "")))
+        rows.append(Row(method, updated, extra, p_params, p_flops, bb.notes.get(method, "")))
     return rows, info
 
 
@@ -80,21 +81,30 @@ def _truncated(bb, model, layers: int):
     return model
 
 
-def _applies(method: str, key: str) -> bool:
-    return {"num_prompts": method in ("apt", "shallow_prompt", "deep_prompt"),
-            "rank": method in ("apt", "lora"), "apt_variant": method == "apt"}.get(key, False)
+def method_options(method: str, options: dict) -> dict:
+    """The options (command-line dests, see shared_apt.peft.registry.cli_options) that ``method`` has, under its
+    own option names; the others are for other methods of the same command."""
+    table = cli_options()
+    out = {}
+    for dest, value in options.items():
+        target = table.get(dest, {}).get("targets", {}).get(method)
+        if value is not None and target is not None:
+            if target in out and out[target] != value:
+                raise ConfigError(f"option {target!r} of method {method!r} given twice ({out[target]!r}, {value!r})")
+            out[target] = value
+    return out
 
 
 def _paper_values(backbone: str, method: str, opts: dict):
-    default = not opts or (method == "apt" and opts in ({"num_prompts": 200}, {"rank": 4}, {"num_prompts": 200,
-                                                                                          "rank": 4}))
-    if method == "apt" and backbone == "vilt-b32" and not default:
-        key = (opts.get("num_prompts", 200), opts.get("apt_variant") if opts.get("apt_variant", "lowrank") !=
-               "lowrank" else opts.get("rank", 4))
+    """The paper's printed (params M, GFLOPs) for the paper's setting of ``method``; for other APT settings on
+    ViLT, Table 3's parameter count where it has one."""
+    config = method_config(method, **opts)
+    if config.relevant() == method_config(method).relevant():
+        return paper.PARAMS_M.get(backbone, {}).get(method), paper.GFLOPS.get(backbone, {}).get(method)
+    if method == "apt" and backbone == "vilt-b32":
+        key = (config.num_prompts, config.variant if config.variant != "lowrank" else config.rank)
         return paper.TABLE3_PARAMS_M.get(key), None
-    if not default:
-        return None, None
-    return paper.PARAMS_M.get(backbone, {}).get(method), paper.GFLOPS.get(backbone, {}).get(method)
+    return None, None
 
 
 def _fmt(v, digits=2):
@@ -131,22 +141,28 @@ def render(rows: list, info: dict) -> str:
     return "\n".join(out)
 
 
+def add_method_arguments(ap: argparse.ArgumentParser) -> None:
+    """One command-line option per method option of every registered method (``--rank``, ``--apt-variant``...)."""
+    for dest, spec in cli_options().items():
+        owners = ", ".join(spec["targets"])
+        ap.add_argument("--" + dest.replace("_", "-"), dest=dest, type=spec["type"], default=None,
+                        help=f"{spec['help']} ({owners})")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared_apt.profile", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backbone", default="vilt-b32", choices=sorted(BACKBONES))
-    ap.add_argument("--method", default="all", help=f"'all' or a comma list of {', '.join(METHODS)}")
-    ap.add_argument("--num-prompts", type=int, default=None)
-    ap.add_argument("--rank", type=int, default=None)
-    ap.add_argument("--apt-variant", default=None, choices=["lowrank", "identity", "dense"])
+    ap.add_argument("--backbone", default="vilt-b32", choices=sorted(backbone_names()))
+    ap.add_argument("--method", default="all", help=f"'all' or a comma list of {', '.join(method_names())}")
     ap.add_argument("--seq-len", type=int, default=None, help="tokens n (default: the length the paper implies)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    add_method_arguments(ap)
     args = ap.parse_args(argv)
-    methods = list(METHODS) if args.method == "all" else [m.strip() for m in args.method.split(",")]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        ap.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-    rows, info = profile(args.backbone, methods, args.seq_len, num_prompts=args.num_prompts, rank=args.rank,
-                         apt_variant=args.apt_variant)
+    try:
+        methods = parse_methods(args.method)
+    except ConfigError as e:
+        ap.error(str(e))
+    options = {dest: getattr(args, dest) for dest in cli_options()}
+    rows, info = profile(args.backbone, methods, args.seq_len, **options)
     print(render(rows, info))
     if args.json:
         with open(args.json, "w") as f:

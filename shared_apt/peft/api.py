@@ -15,13 +15,14 @@ from typing import Dict
 import torch
 from torch import nn
 
-from .config import ConfigError, PeftConfig
-from .methods import ATTACH, LoRAModule, TuningModule
+from .config import ConfigError, MethodConfig, config_from_dict, method_config
+from .methods.base import TuningModule
+from .registry import get_method
 from .sites import backbone_spec
 
 WEIGHTS_NAME = "tuned.safetensors"
 CONFIG_NAME = "tuned_config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: "peft" holds the method's own options; 1: every method's options under flat keys
 
 
 class TunedWeightsError(RuntimeError):
@@ -32,7 +33,7 @@ def _state(model: nn.Module) -> dict:
     return model.__dict__.setdefault("_peft_state", {})
 
 
-def peft_config(model: nn.Module) -> PeftConfig | None:
+def peft_config(model: nn.Module) -> MethodConfig | None:
     return _state(model).get("config")
 
 
@@ -40,7 +41,7 @@ def tuning_modules(model: nn.Module) -> list:
     return list(_state(model).get("modules", []))
 
 
-def apply(model: nn.Module, method: str | PeftConfig = "apt", **options) -> nn.Module:
+def apply(model: nn.Module, method: str | MethodConfig = "apt", **options) -> nn.Module:
     """Attach ``method`` to every place the backbone declares, then set ``requires_grad`` by the method's policy:
 
     * ``full``: every parameter trains, nothing is attached;
@@ -48,15 +49,15 @@ def apply(model: nn.Module, method: str | PeftConfig = "apt", **options) -> nn.M
       token);
     * any other method: the common set plus the method's own parameters; everything else is frozen.
     Returns the model (modified in place)."""
-    config = method if isinstance(method, PeftConfig) else PeftConfig.from_kwargs(method, **options)
-    if isinstance(method, PeftConfig) and options:
+    config = method if isinstance(method, MethodConfig) else method_config(method, **options)
+    if isinstance(method, MethodConfig) and options:
         raise ConfigError("pass options either inside the PeftConfig or as keywords, not both")
     if peft_config(model) is not None:
         raise RuntimeError(f"a tuning method ({peft_config(model).method}) is already applied to this model")
     spec = backbone_spec(model)
     if spec.prepare is not None:
         spec.prepare(config.method)
-    modules = ATTACH[config.method](spec, config)
+    modules = get_method(config.method).attach(spec, config)
     device = next((p.device for p in model.parameters()), None)
     if device is not None:  # method parameters live where the backbone lives (cuda, meta, ...)
         for m in modules:
@@ -83,14 +84,14 @@ def set_trainable(model: nn.Module) -> None:
     if config is None:
         raise RuntimeError("no tuning method applied: call shared_apt.apply(model, method) first")
     never = tuple(backbone_spec(model).frozen)
-    if config.method == "full":
+    if get_method(config.method).trains_backbone:
         for n, p in model.named_parameters():
             p.requires_grad_(not n.startswith(never) if never else True)
         return
     train = set(common_trainable_names(model)) | set(method_parameter_names(model))
     train = {n for n in train if not (never and n.startswith(never))}
     frozen_by_method = {id(p) for m in tuning_modules(model) for n, p in m.named_parameters()
-                        if n == "log_scale" and not config.apt_train_scale}
+                        if n in m.fixed_parameters}
     for n, p in model.named_parameters():
         p.requires_grad_(n in train and id(p) not in frozen_by_method)
 
@@ -104,7 +105,7 @@ def updated_parameter_count(model: nn.Module) -> int:
     """The APT paper's "Updated Parameter" column: the method's own parameters (the common trainable set is not
     counted, apt.md §2). ``full``: every parameter of the model; ``classifier``: 0."""
     config = peft_config(model)
-    if config.method == "full":
+    if get_method(config.method).trains_backbone:
         return sum(p.numel() for p in model.parameters())
     return sum(p.numel() for m in tuning_modules(model) for p in m.parameters())
 
@@ -112,14 +113,12 @@ def updated_parameter_count(model: nn.Module) -> int:
 def merge(model: nn.Module) -> None:
     """Fold mergeable updates (LoRA) into the frozen weights: inference then costs exactly the backbone's FLOPs."""
     for m in tuning_modules(model):
-        if isinstance(m, LoRAModule):
-            m.merge()
+        m.merge()
 
 
 def unmerge(model: nn.Module) -> None:
     for m in tuning_modules(model):
-        if isinstance(m, LoRAModule):
-            m.unmerge()
+        m.unmerge()
 
 
 def remove(model: nn.Module) -> None:
@@ -204,7 +203,14 @@ def load_tuned(model: nn.Module, path: str) -> nn.Module:
     from safetensors.torch import load_file
 
     meta = read_tuned_config(path)
-    saved_cfg = PeftConfig.from_dict(meta["peft"])
+    version = meta.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise TunedWeightsError(f"{os.path.join(path, CONFIG_NAME)!r}: format_version {version!r} unknown "
+                                f"(expected 1 or {FORMAT_VERSION})")
+    try:
+        saved_cfg = config_from_dict(meta["peft"], legacy_flat=version == 1)
+    except ConfigError as e:
+        raise TunedWeightsError(f"{os.path.join(path, CONFIG_NAME)!r}: {e}") from e
     if peft_config(model) is None:
         apply(model, saved_cfg)
     current_cfg = peft_config(model)
@@ -238,8 +244,7 @@ def load_tuned(model: nn.Module, path: str) -> nn.Module:
         for n, t in tensors.items():
             params[n].copy_(t)
     for m in tuning_modules(model):
-        if hasattr(m, "_key_cache"):
-            m._key_cache = None
+        m.reset_caches()
     return model
 
 

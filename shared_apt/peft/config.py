@@ -1,133 +1,210 @@
-"""Tuning-method configuration: one dataclass, validated, serialisable to JSON.
+"""The configuration every tuning method's own config dataclass derives from.
 
-Defaults are the APT paper's settings (fact sheet apt.md): p = 200 prompts, APT rank 4, LoRA rank 4 on W_q and W_v,
-adapter and scaled-PA bottleneck 96, scaled-PA scale 4.0.
+A method's config is a dataclass whose fields are the method's options, under the method's own names
+(``num_prompts``, ``rank``, ``bottleneck``, ``scale``, ...), each declared with :func:`option` (default, check,
+help). Class attributes tie the options to the flat keys of the backbones' Sacred configs, where one namespace holds
+every method's options and a prefix tells them apart (``with peft=apt num_prompts=200 apt_rank=4``):
+
+* ``legacy_prefix``: the flat key of option ``x`` is ``legacy_prefix + x`` (APT: ``apt_`` -> ``apt_rank``);
+* ``unprefixed``: options whose flat key is the bare name (``num_prompts``, shared by APT and the prompt methods);
+* ``legacy_names``: flat key -> option where neither rule gives the historical name (scaled PA: ``pa_bottleneck``);
+* ``paper_options``: the options the Sacred named config ``peft_<method>`` sets (the APT paper's settings);
+* ``runtime_options``: options that do not change the attached modules (not compared when tuned weights load).
+
+Options are accepted under their own name or their flat key; a config is built with :func:`method_config`
+(``shared_apt.PeftConfig``) and written to the tuned-weights JSON with ``to_dict``. See docs/adding.md.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
-from typing import Any
-
-METHODS = ("full", "classifier", "shallow_prompt", "deep_prompt", "lora", "adapter", "scaled_pa", "apt")
-POLICIES_WITHOUT_MODULES = ("full", "classifier")
-
-APT_VARIANTS = ("lowrank", "identity", "dense")
-APT_ALPHA_MODES = ("token", "prompt", "global", "none")
-PROMPT_PLACEMENTS = ("default", "append", "prepend")
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 
 class ConfigError(ValueError):
-    """A method option is unknown or out of range."""
+    """A method or method option is unknown or out of range."""
+
+
+def option(default: Any, check: Optional[tuple] = None, help: str = ""):
+    """A method option: its default, an optional ``(predicate, expected)`` check and a one-line help (used by the
+    command lines)."""
+    return field(default=default, metadata={"check": check, "help": help})
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+POSITIVE_INT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+PROBABILITY = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0,
+               "a probability in [0, 1)")
+BOOL = (lambda v: isinstance(v, bool), "true or false")
+NUMBER = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+
+
+def one_of(*choices) -> tuple:
+    return (lambda v: v in choices, f"one of {choices}")
 
 
 @dataclass
-class PeftConfig:
-    method: str = "apt"
-    num_prompts: int = 200          # p: shallow / deep prompt tokens, APT prompts per module
-    apt_rank: int = 4               # r of W1 (d x r) and W2 (r x d)
-    apt_variant: str = "lowrank"    # Table 3: "lowrank" K = P'W1W2 + P'; "identity" K = P'; "dense" K = P' + Linear(P')
-    apt_alpha: str = "token"        # alpha = row max of ReLU(XK^T) per input token (official); ablations: prompt/global/none
-    apt_detach_alpha: bool = True   # official: alpha carries no gradient
-    apt_train_scale: bool = True    # METER's official code leaves s frozen (apt.md 1.7): set False to reproduce it
-    apt_dropout: float = 0.0        # dropout on A (the modules' attention dropout, 0 for ViLT and METER)
-    apt_fast: bool = True           # use the fused kernel (same math as shared_apt.peft.methods.apt.apt_delta)
-    lora_rank: int = 4
-    lora_dropout: float = 0.1
-    lora_targets: tuple = ("q", "v")
-    adapter_bottleneck: int = 96
-    pa_bottleneck: int = 96
-    pa_scale: float = 4.0
-    prompt_placement: str = "default"  # shallow prompt: backbone default (ViLT append, METER prepend) or forced
+class MethodConfig:
+    method: ClassVar[str] = ""                 # set by shared_apt.peft.registry.register_method
+    legacy_prefix: ClassVar[str] = ""
+    unprefixed: ClassVar[tuple] = ()
+    legacy_names: ClassVar[dict] = {}
+    paper_options: ClassVar[tuple] = ()
+    runtime_options: ClassVar[tuple] = ()
 
-    # --------------------------------------------------------------------------------------------------
     def __post_init__(self):
-        self.lora_targets = tuple(self.lora_targets)
+        self.normalise()
         self.validate()
 
+    def normalise(self) -> None:
+        """Bring option values to their canonical type (e.g. a list to a tuple) before validation."""
+
     def validate(self) -> None:
-        def need(cond, key, value, expected):
-            if not cond:
-                raise ConfigError(f"peft option {key}={value!r} is invalid: expected {expected}")
+        for f in fields(self):
+            check = f.metadata.get("check")
+            value = getattr(self, f.name)
+            if check is not None and not check[0](value):
+                raise ConfigError(f"peft option {f.name}={value!r} of method {self.method!r} is invalid: "
+                                  f"expected {check[1]}")
 
-        need(self.method in METHODS, "method", self.method, f"one of {', '.join(METHODS)}")
-        need(isinstance(self.num_prompts, int) and self.num_prompts >= 1, "num_prompts", self.num_prompts, "an integer >= 1")
-        need(isinstance(self.apt_rank, int) and self.apt_rank >= 1, "apt_rank", self.apt_rank, "an integer >= 1")
-        need(self.apt_variant in APT_VARIANTS, "apt_variant", self.apt_variant, f"one of {APT_VARIANTS}")
-        need(self.apt_alpha in APT_ALPHA_MODES, "apt_alpha", self.apt_alpha, f"one of {APT_ALPHA_MODES}")
-        need(0.0 <= self.apt_dropout < 1.0, "apt_dropout", self.apt_dropout, "a probability in [0, 1)")
-        need(isinstance(self.lora_rank, int) and self.lora_rank >= 1, "lora_rank", self.lora_rank, "an integer >= 1")
-        need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "a probability in [0, 1)")
-        need(
-            len(self.lora_targets) >= 1 and set(self.lora_targets) <= {"q", "k", "v"},
-            "lora_targets", self.lora_targets, "a non-empty subset of ('q', 'k', 'v')",
-        )
-        need(isinstance(self.adapter_bottleneck, int) and self.adapter_bottleneck >= 1,
-             "adapter_bottleneck", self.adapter_bottleneck, "an integer >= 1")
-        need(isinstance(self.pa_bottleneck, int) and self.pa_bottleneck >= 1,
-             "pa_bottleneck", self.pa_bottleneck, "an integer >= 1")
-        need(self.prompt_placement in PROMPT_PLACEMENTS, "prompt_placement", self.prompt_placement,
-             f"one of {PROMPT_PLACEMENTS}")
-
-    # --------------------------------------------------------------------------------------------------
+    # ---------------------------------------------------------------------------------------------------------
     @classmethod
-    def from_kwargs(cls, method: str, **options: Any) -> "PeftConfig":
-        """Build from ``apply(model, method, **options)``; ``rank`` and ``bottleneck`` are aliases for the active
-        method's own option (``rank`` = apt_rank or lora_rank; ``bottleneck`` = adapter or PA bottleneck)."""
-        options = dict(options)
-        if "rank" in options:
-            key = {"apt": "apt_rank", "lora": "lora_rank"}.get(method)
-            if key is None:
-                raise ConfigError(f"option rank={options['rank']!r} has no meaning for method {method!r} (apt, lora)")
-            options[key] = options.pop("rank")
-        if "bottleneck" in options:
-            key = {"adapter": "adapter_bottleneck", "scaled_pa": "pa_bottleneck"}.get(method)
-            if key is None:
-                raise ConfigError(
-                    f"option bottleneck={options['bottleneck']!r} has no meaning for method {method!r} (adapter, scaled_pa)"
-                )
-            options[key] = options.pop("bottleneck")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ConfigError(f"unknown peft option(s) {unknown}; known options: {sorted(known - {'method'})}")
-        return cls(method=method, **options)
+    def option_names(cls) -> tuple:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def flat_keys(cls) -> dict:
+        """Flat (Sacred) key -> option name."""
+        keys = {(f.name if f.name in cls.unprefixed else cls.legacy_prefix + f.name): f.name for f in fields(cls)}
+        keys.update(cls.legacy_names)
+        return keys
+
+    @classmethod
+    def flat_key(cls, name: str) -> str:
+        return next(k for k, v in cls.flat_keys().items() if v == name)
+
+    @classmethod
+    def paper_settings(cls) -> dict:
+        """The named config ``peft_<method>``'s options, under their flat keys (as the Sacred configs write them)."""
+        defaults = {f.name: f.default for f in fields(cls)}
+        return {cls.flat_key(n): defaults[n] for n in cls.paper_options}
+
+    @classmethod
+    def resolve_names(cls, options: Mapping[str, Any]) -> tuple:
+        """(options under the method's own names, [(key, value)] not understood)."""
+        own, flat, out, unknown = set(cls.option_names()), cls.flat_keys(), {}, []
+        for key, value in options.items():
+            name = key if key in own else flat.get(key)
+            if name is None:
+                unknown.append((key, value))
+                continue
+            if name in out and out[name] != value:
+                raise ConfigError(f"peft option {name!r} of method {cls.method!r} given twice with different values "
+                                  f"({out[name]!r} and {key}={value!r})")
+            out[name] = value
+        return out, unknown
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["lora_targets"] = list(self.lora_targets)
+        """JSON form: ``{"method": ..., option: value, ...}`` (tuples as lists)."""
+        d = {"method": self.method}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = list(v) if isinstance(v, tuple) else v
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "PeftConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown peft option(s) {unknown} in saved config")
-        return cls(**d)
-
     def relevant(self) -> dict:
-        """The options that change the attached modules (used to compare a saved file with a model)."""
-        prefix = {
-            "apt": ("num_prompts", "apt_"), "shallow_prompt": ("num_prompts", "prompt_placement"),
-            "deep_prompt": ("num_prompts",), "lora": ("lora_rank", "lora_targets"),
-            "adapter": ("adapter_bottleneck",), "scaled_pa": ("pa_bottleneck", "pa_scale"),
-        }.get(self.method, ())
-        d = self.to_dict()
-        out = {"method": self.method}
-        for k, v in d.items():
-            if any(k == p or (p.endswith("_") and k.startswith(p)) for p in prefix) and k != "apt_fast":
-                out[k] = v
-        return out
+        """The options that change the attached modules (compared when tuned weights are loaded)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.runtime_options}
+
+    def __getattr__(self, name: str):
+        """Legacy flat keys read as attributes (``config.apt_rank`` is ``config.rank``)."""
+        if not name.startswith("__"):
+            target = type(self).flat_keys().get(name)
+            if target is not None and target != name:
+                return getattr(self, target)
+        raise AttributeError(f"{type(self).__name__} (method {self.method!r}) has no option {name!r}")
 
 
-# Every option can also be a top-level key of a backbone's Sacred config (``with peft=apt num_prompts=200
-# apt_rank=4``); None there means "the method's default". ``peft_options`` (a dict) is the other way to give them.
-OPTION_KEYS = tuple(f.name for f in fields(PeftConfig) if f.name != "method")
+class PeftConfig:
+    """``PeftConfig(method, **options)``: the config of a registered method (an instance of its own dataclass);
+    ``PeftConfig.from_kwargs`` is the same, ``PeftConfig.from_dict`` reads the tuned-weights JSON form."""
+
+    def __new__(cls, method: str = "apt", **options):
+        return method_config(method, **options)
+
+    @staticmethod
+    def from_kwargs(method: str, **options) -> MethodConfig:
+        return method_config(method, **options)
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> MethodConfig:
+        return config_from_dict(d)
 
 
-def options_from_config(config: dict) -> dict:
-    """The tuning-method options of a backbone config: ``peft_options`` overlaid with the top-level option keys."""
+def method_config(method: str, **options) -> MethodConfig:
+    """The config of ``method`` with ``options`` (own names or flat keys); unknown options are errors that name
+    the methods they belong to."""
+    from .registry import get_method, method_names, owners_of
+
+    entry = get_method(method)
+    resolved, unknown = entry.config.resolve_names(options)
+    if unknown:
+        key, value = unknown[0]
+        owners = [m for m in owners_of(key) if m != method]
+        if owners:
+            raise ConfigError(f"option {key}={value!r} has no meaning for method {method!r} ({', '.join(owners)})")
+        known = sorted(set(entry.config.option_names()) | set(entry.config.flat_keys()))
+        raise ConfigError(f"unknown peft option(s) {sorted(k for k, _ in unknown)} for method {method!r}; known "
+                          f"options: {known} (registered methods: {', '.join(method_names())})")
+    return entry.config(**resolved)
+
+
+def config_from_dict(d: Mapping[str, Any], *, legacy_flat: bool = False) -> MethodConfig:
+    """Read a config written by ``to_dict``. ``legacy_flat``: a format-1 file, which holds every method's options
+    under their flat keys; the options of other methods are dropped (they never applied)."""
+    from .registry import get_method
+
+    d = dict(d)
+    if "method" not in d:
+        raise ConfigError(f"saved peft config {d} has no 'method'")
+    method = d.pop("method")
+    entry = get_method(method)
+    if legacy_flat:
+        keys = set(entry.config.option_names()) | set(entry.config.flat_keys())
+        d = {k: v for k, v in d.items() if k in keys}
+    resolved, unknown = entry.config.resolve_names(d)
+    if unknown:
+        raise ConfigError(f"unknown peft option(s) {sorted(k for k, _ in unknown)} for method {method!r} in saved "
+                          f"config")
+    return entry.config(**resolved)
+
+
+def options_from_config(config: Mapping[str, Any]) -> dict:
+    """The tuning-method options of a backbone config: ``peft_options`` overlaid with the top-level flat keys that
+    are set (None = the method's default)."""
+    from .registry import flat_option_keys
+
     options = dict(config.get("peft_options") or {})
-    options.update({k: config[k] for k in OPTION_KEYS if config.get(k) is not None})
+    options.update({k: config[k] for k in flat_option_keys() if config.get(k) is not None})
     return options
+
+
+def cli_type(f) -> Callable:
+    """argparse type of an option field: int, float, bool ("true"/"false") or str; tuples as comma lists."""
+    default = f.default
+    if isinstance(default, bool):
+        def parse_bool(text):
+            low = str(text).lower()
+            if low not in ("true", "false", "1", "0"):
+                raise ValueError(f"expected true or false, got {text!r}")
+            return low in ("true", "1")
+        return parse_bool
+    if isinstance(default, tuple):
+        return lambda text: tuple(t.strip() for t in text.split(",") if t.strip())
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    return str

@@ -358,7 +358,7 @@ def test_method_options_as_top_level_config_keys():
     import os
 
     from meter.config import ex
-    from shared_apt.peft.config import OPTION_KEYS
+    from shared_apt.peft.registry import flat_option_keys; OPTION_KEYS = flat_option_keys()
 
     spec = importlib.util.spec_from_file_location(
         "meter_run", os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "METER", "run.py"))

@@ -30,16 +30,15 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 from pytorch_lightning.callbacks import Callback, ModelSummary
 
-from shared_apt.peft.config import METHODS
+from shared_apt.harness.backbones import BackboneUnavailable, backbone_names
+from shared_apt.harness.backbones import get_backbone as registry_backbone
+from shared_apt.peft.config import ConfigError
+from shared_apt.peft.registry import get_method, method_names, parse_methods
 from shared_apt.vl.training.run import plain, run
 
 log = logging.getLogger(__name__)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-
-class BackboneUnavailable(RuntimeError):
-    """The backbone's entry point or modules are not in this checkout."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -55,7 +54,7 @@ class Backbone:
     tiny: str                  # named config with the tiny geometry
     pretrain_named: tuple      # MLM+ITM task named config(s)
     finetune_named: tuple      # VQA fine-tuning named config(s)
-    profile_backbone: str      # shared_apt.profile backbone name (FLOPs convention)
+    profile_backbone: str      # registered backbone name (shared_apt.peft.registry; profile's FLOPs convention)
     datamodule: str            # "module:function" (config, dist) -> LightningDataModule, as the backbone's run.py
     two_stream: bool = False   # METER: text and image streams meet in co-attention layers
 
@@ -75,20 +74,23 @@ def _load(spec: str):
     return getattr(importlib.import_module(module), name)
 
 
-BACKBONES: Dict[str, Backbone] = {
-    "vilt": Backbone("vilt", "ViLT/run.py", "vilt.config", "vilt.modules.vilt_module:ViLTransformerSS", "tiny_vilt",
-                     ("task_mlm_itm",), ("task_finetune_vqa",), "vilt-b32",
-                     "shared_apt.vl.data.datamodules:MTDataModule"),
-    "meter": Backbone("meter", "METER/run.py", "meter.config", "meter.modules.meter_module:METERTransformerSS",
-                      "tiny_meter", ("task_mlm_itm_clip_bert",), ("task_finetune_vqa_clip_bert",), "meter-b",
-                      "meter.datamodules:make_meter_datamodule", two_stream=True),
-}
+def comparison_backbones() -> Dict[str, Backbone]:
+    """Short name ("vilt", "meter") -> Backbone, for every registered backbone that declares its training
+    experiment (``extras``, see shared_apt.peft.registry.Backbone)."""
+    out = {}
+    for name in backbone_names():
+        extras = dict(registry_backbone(name).extras)
+        if "short_name" in extras:
+            short = extras.pop("short_name")
+            out[short] = Backbone(name=short, profile_backbone=name, **extras)
+    return out
 
 
 def get_backbone(name: str) -> Backbone:
-    if name not in BACKBONES:
-        raise BackboneUnavailable(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
-    bb = BACKBONES[name]
+    backbones = comparison_backbones()
+    if name not in backbones:
+        raise BackboneUnavailable(f"unknown backbone {name!r}; choose from {sorted(backbones)}")
+    bb = backbones[name]
     if not os.path.isfile(os.path.join(REPO, bb.entry)):
         raise BackboneUnavailable(f"{name}: {bb.entry} does not exist in this checkout yet")
     try:
@@ -192,16 +194,13 @@ def with_majority(task: TaskData) -> TaskData:
 
 
 def tiny_peft_options(method: str, hidden: int, num_prompts: int = 10, rank: int = 4) -> dict:
-    """The paper's option set with sizes scaled to the tiny geometry: `num_prompts` prompts (200 at full size, for
-    ~240 tokens), bottlenecks hidden / 4 (96 of 768 at full size is 1/8; /4 keeps at least 16 units at width 64)."""
-    bottleneck = max(4, hidden // 4)
-    return {
-        "full": {}, "classifier": {},
-        "shallow_prompt": {"num_prompts": num_prompts}, "deep_prompt": {"num_prompts": num_prompts},
-        "lora": {"lora_rank": rank, "lora_dropout": 0.1}, "adapter": {"adapter_bottleneck": bottleneck},
-        "scaled_pa": {"pa_bottleneck": bottleneck, "pa_scale": 4.0},
-        "apt": {"num_prompts": num_prompts, "apt_rank": rank},
-    }[method]
+    """The method's paper settings (its named config's options) with sizes scaled to the tiny geometry:
+    `num_prompts` prompts (200 at full size, for ~240 tokens), `rank`, bottlenecks hidden / 4 (96 of 768 at full
+    size is 1/8; /4 keeps at least 16 units at width 64)."""
+    scaled = {"num_prompts": num_prompts, "rank": rank, "bottleneck": max(4, hidden // 4)}
+    config = get_method(method).config
+    names = config.flat_keys()
+    return {key: scaled.get(names[key], value) for key, value in config.paper_settings().items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -372,16 +371,10 @@ def seq_len_of(bb: Backbone, config: Mapping[str, Any], dataset) -> dict:
 
 
 def _forward_fn(bb: Backbone, text_len: int):
-    prof = importlib.import_module({"vilt": "vilt.profiling", "meter": "meter.profiling"}[bb.name])
-    if not bb.two_stream:
-        return prof.forward
-
-    def forward(model, seq_len):  # METER: split at this run's text length (profiling's fixed 41 is full size)
-        x, mask = prof.tokens(model, max(seq_len, prof.TEXT_LEN + 1))
-        x, mask = x[:, :seq_len], mask[:, :seq_len]
-        with torch.no_grad():
-            model.fusion_layers(x[:, :text_len], x[:, text_len:], mask[:, :text_len], mask[:, text_len:])
-    return forward
+    """The registered backbone's FLOP-counting forward, split at this run's text length (two-stream backbones:
+    the registered default text length is the full-size one)."""
+    forward = registry_backbone(bb.profile_backbone).forward
+    return lambda model, seq_len: forward(model, seq_len, text_len)
 
 
 def method_cost(bb: Backbone, config: Mapping[str, Any], seq_len: int, text_len: int) -> tuple:
@@ -433,9 +426,8 @@ def finetune_all(bb: Backbone, task: TaskData, methods: Sequence[str], load_path
     """Fine-tune every method in turn from `load_path`; returns (rows, meta) where meta holds the sequence length
     the FLOPs were counted at."""
     say = _printer(quiet)
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+    for m in methods:
+        get_method(m)
     rows, meta = [], {}
     for i, method in enumerate(methods):
         cfg = finetune_config(bb, task, method, load_path, out_dir, epochs=epochs, learning_rate=learning_rate,
@@ -552,7 +544,7 @@ def quiet_lightning() -> None:
 # The whole comparison
 
 
-def compare(bb: Backbone, task: TaskData, out_dir: str, *, methods: Sequence[str] = METHODS,
+def compare(bb: Backbone, task: TaskData, out_dir: str, *, methods: Optional[Sequence[str]] = None,
             pretrain_epochs: int, pretrain_lr: float, finetune_epochs: int, finetune_lr: float,
             batch_size: int = 32, seed: int = 0, progress_bar: bool = True, quiet: bool = False,
             reuse_pretrain: bool = True, pretrain_overrides: Optional[Mapping[str, Any]] = None,
@@ -576,7 +568,7 @@ def compare(bb: Backbone, task: TaskData, out_dir: str, *, methods: Sequence[str
         shown = {k: round(v, 3) for k, v in pre["metrics"].items() if k.startswith(("mlm/val", "itm/val"))
                  and k.endswith("accuracy_epoch")}
         say(f"[pretrain] done: {pre['steps']} steps in {pre['time_s']:.0f}s; {shown}")
-    rows, meta = finetune_all(bb, task, methods, pre["checkpoint"], out_dir, epochs=finetune_epochs,
+    rows, meta = finetune_all(bb, task, list(methods or method_names()), pre["checkpoint"], out_dir, epochs=finetune_epochs,
                               learning_rate=finetune_lr, batch_size=batch_size, seed=seed, progress_bar=progress_bar,
                               quiet=quiet, **dict(finetune_overrides or {}))
     table = render_table(rows, meta, task, bb.name, pre)
@@ -599,19 +591,10 @@ def compare(bb: Backbone, task: TaskData, out_dir: str, *, methods: Sequence[str
 # Command-line pieces shared by the demo and the NLVR v1 benchmark
 
 
-def parse_methods(text: str) -> list:
-    """'all' or a comma list of method names."""
-    methods = list(METHODS) if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise SystemExit(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
-    return methods
-
-
 def add_run_arguments(ap: argparse.ArgumentParser) -> None:
     """--model, --methods and the training-schedule options of every comparison command."""
-    ap.add_argument("--model", default="vilt", choices=sorted(BACKBONES))
-    ap.add_argument("--methods", default="all", help=f"'all' or a comma list of {', '.join(METHODS)}")
+    ap.add_argument("--model", default="vilt", choices=sorted(comparison_backbones()))
+    ap.add_argument("--methods", default="all", help=f"'all' or a comma list of {', '.join(method_names())}")
     ap.add_argument("--pretrain-epochs", type=int, default=None)
     ap.add_argument("--pretrain-lr", type=float, default=None)
     ap.add_argument("--finetune-epochs", type=int, default=None)
@@ -630,4 +613,8 @@ def resolve_run(args, defaults: Mapping[str, Mapping[str, Any]]):
     for k in settings:
         if getattr(args, k, None) is not None:
             settings[k] = getattr(args, k)
-    return bb, settings, parse_methods(args.methods)
+    try:
+        methods = parse_methods(args.methods)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from e
+    return bb, settings, methods

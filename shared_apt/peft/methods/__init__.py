@@ -1,18 +1,13 @@
-"""Every tuning method once. ``ATTACH[name](spec, config) -> list of TuningModule``."""
-from . import adapter, apt, lora, prompt
-from .adapter import Adapter, ScaledParallelAdapter
-from .apt import APTModule, apt_delta, apt_delta_fused
+"""The built-in tuning methods, one file per method family, each registering its methods (config dataclass +
+attach) with shared_apt.peft.registry. Import order = registration order = the order of tables and ``all``."""
+from . import policies  # noqa: F401  full, classifier
+from . import prompt  # noqa: F401  shallow_prompt, deep_prompt
+from . import lora  # noqa: F401
+from . import adapter  # noqa: F401  adapter, scaled_pa
+from . import apt  # noqa: F401
+from .adapter import Adapter, AdapterConfig, ScaledPAConfig, ScaledParallelAdapter
+from .apt import APTConfig, APTModule, apt_delta, apt_delta_fused
 from .base import TuningModule
-from .lora import LoRAModule
-from .prompt import DeepPrompt, ShallowPrompt
-
-ATTACH = {
-    "full": lambda spec, config: [],
-    "classifier": lambda spec, config: [],
-    "shallow_prompt": prompt.attach_shallow,
-    "deep_prompt": prompt.attach_deep,
-    "lora": lora.attach,
-    "adapter": adapter.attach_adapter,
-    "scaled_pa": adapter.attach_scaled_pa,
-    "apt": apt.attach,
-}
+from .lora import LoRAConfig, LoRAModule
+from .policies import ClassifierConfig, FullConfig
+from .prompt import DeepPrompt, DeepPromptConfig, ShallowPrompt, ShallowPromptConfig

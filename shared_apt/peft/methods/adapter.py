@@ -1,11 +1,37 @@
 """Bottleneck adapters: the sequential VL-Adapter baseline and the scaled parallel adapter (apt.md §2.1)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
+from ..config import NUMBER, MethodConfig, POSITIVE_INT, option
+from ..registry import register_method
 from ..sites import map_output
 from .base import InputStash, TuningModule
+
+
+@dataclass
+class AdapterConfig(MethodConfig):
+    """Sequential adapter; flat (Sacred) key ``adapter_bottleneck``. Paper setting: bottleneck 96."""
+
+    legacy_prefix: ClassVar[str] = "adapter_"
+    paper_options: ClassVar[tuple] = ("bottleneck",)
+
+    bottleneck: int = option(96, POSITIVE_INT, "hidden units of the down/up projection")
+
+
+@dataclass
+class ScaledPAConfig(MethodConfig):
+    """Scaled parallel adapter; flat (Sacred) keys ``pa_bottleneck``, ``pa_scale``. Paper setting: 96, scale 4."""
+
+    legacy_prefix: ClassVar[str] = "pa_"
+    paper_options: ClassVar[tuple] = ("bottleneck", "scale")
+
+    bottleneck: int = option(96, POSITIVE_INT, "hidden units of the down/up projection")
+    scale: float = option(4.0, NUMBER, "fixed factor on the parallel branch")
 
 
 class Bottleneck(nn.Module):
@@ -66,15 +92,19 @@ class ScaledParallelAdapter(TuningModule):
         return self
 
 
-def attach_adapter(spec, config) -> list:
+def attach_adapter(spec, config: AdapterConfig) -> list:
     mods = []
     for site in spec.attention_sites:
-        mods.append(Adapter(site.dim, config.adapter_bottleneck).attach(site.host, site.out_proj, ""))
+        mods.append(Adapter(site.dim, config.bottleneck).attach(site.host, site.out_proj, ""))
         if site.ffn_out is not None:
-            mods.append(Adapter(site.dim, config.adapter_bottleneck).attach(site.host, site.ffn_out, "_ffn"))
+            mods.append(Adapter(site.dim, config.bottleneck).attach(site.host, site.ffn_out, "_ffn"))
     return mods
 
 
-def attach_scaled_pa(spec, config) -> list:
-    return [ScaledParallelAdapter(site.dim, config.pa_bottleneck, config.pa_scale).attach(site)
+def attach_scaled_pa(spec, config: ScaledPAConfig) -> list:
+    return [ScaledParallelAdapter(site.dim, config.bottleneck, config.scale).attach(site)
             for site in spec.attention_sites]
+
+
+register_method("adapter", AdapterConfig, attach_adapter)
+register_method("scaled_pa", ScaledPAConfig, attach_scaled_pa)

@@ -13,13 +13,41 @@ backward (one saved n x p matrix, no autograd graph of five small ops); tests ho
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import BOOL, MethodConfig, POSITIVE_INT, PROBABILITY, one_of, option
+from ..registry import register_method
 from ..sites import map_output
 from .base import InputStash, TuningModule
+
+APT_VARIANTS = ("lowrank", "identity", "dense")
+APT_ALPHA_MODES = ("token", "prompt", "global", "none")
+
+
+@dataclass
+class APTConfig(MethodConfig):
+    """APT's options; flat (Sacred) keys ``num_prompts`` and ``apt_<option>``. Paper setting: p = 200, r = 4."""
+
+    legacy_prefix: ClassVar[str] = "apt_"
+    unprefixed: ClassVar[tuple] = ("num_prompts",)
+    paper_options: ClassVar[tuple] = ("num_prompts", "rank")
+    runtime_options: ClassVar[tuple] = ("fast",)
+
+    num_prompts: int = option(200, POSITIVE_INT, "p: prompts per attention module")
+    rank: int = option(4, POSITIVE_INT, "r of W1 (d x r) and W2 (r x d)")
+    variant: str = option("lowrank", one_of(*APT_VARIANTS),
+                          "Table 3: lowrank K = P' + P'W1W2; identity K = P'; dense K = P' + Linear(P')")
+    alpha: str = option("token", one_of(*APT_ALPHA_MODES),
+                        "token: row max of ReLU(XK^T) per input token (official); prompt / global / none: ablations")
+    detach_alpha: bool = option(True, BOOL, "official: alpha carries no gradient")
+    train_scale: bool = option(True, BOOL, "METER's official code leaves s frozen: false reproduces it")
+    dropout: float = option(0.0, PROBABILITY, "dropout on A (the attention dropout: 0 for ViLT and METER)")
+    fast: bool = option(True, BOOL, "fused kernel (same math as apt_delta)")
 
 
 def apt_delta(x: torch.Tensor, keys: torch.Tensor, prompts: torch.Tensor, alpha: str = "token",
@@ -103,6 +131,7 @@ class APTModule(TuningModule):
         elif variant != "identity":
             raise ValueError(f"apt variant {variant!r} unknown (lowrank, identity, dense)")
         self.log_scale = nn.Parameter(torch.zeros(1), requires_grad=train_scale)
+        self.fixed_parameters = () if train_scale else ("log_scale",)
         self._stash = InputStash()
         self._key_cache = None
         self.reset_parameters()
@@ -118,6 +147,9 @@ class APTModule(TuningModule):
                 nn.init.zeros_(self.dense.weight)
                 nn.init.zeros_(self.dense.bias)
             self.log_scale.zero_()
+        self._key_cache = None
+
+    def reset_caches(self) -> None:
         self._key_cache = None
 
     def keys(self) -> torch.Tensor:
@@ -160,9 +192,12 @@ class APTModule(TuningModule):
         return num_prompts * dim + extra + 1
 
 
-def attach(spec, config) -> list:
+def attach(spec, config: APTConfig) -> list:
     return [
-        APTModule(site.dim, config.num_prompts, config.apt_rank, config.apt_variant, config.apt_alpha,
-                  config.apt_detach_alpha, config.apt_train_scale, config.apt_dropout, config.apt_fast).attach(site)
+        APTModule(site.dim, config.num_prompts, config.rank, config.variant, config.alpha, config.detach_alpha,
+                  config.train_scale, config.dropout, config.fast).attach(site)
         for site in spec.attention_sites
     ]
+
+
+register_method("apt", APTConfig, attach)

@@ -20,6 +20,16 @@ class TuningModule(nn.Module):
     def __init__(self):
         super().__init__()
         self._handles: list = []
+        self.fixed_parameters: tuple = ()  # names of own parameters no policy trains (APT's scale, official METER)
+
+    def merge(self) -> None:
+        """Fold the update into the frozen weights, where the method can (LoRA); others have nothing to fold."""
+
+    def unmerge(self) -> None:
+        """Undo :meth:`merge`."""
+
+    def reset_caches(self) -> None:
+        """Forget values derived from the parameters (called after they are overwritten, e.g. by load_tuned)."""
 
     def register(self, host: nn.Module, suffix: str = "") -> "TuningModule":
         name = f"peft_{self.method}{suffix}"

@@ -3,10 +3,32 @@ A ~ N(0, 1), B = 0, no alpha/r scaling, dropout on the LoRA input in training; m
 inference costs nothing extra."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 from torch import nn
 
+from ..config import MethodConfig, POSITIVE_INT, PROBABILITY, option
+from ..registry import register_method
 from .base import TuningModule
+
+
+@dataclass
+class LoRAConfig(MethodConfig):
+    """LoRA's options; flat (Sacred) keys ``lora_<option>``. Paper setting: r = 4 on W_q and W_v, dropout 0.1."""
+
+    legacy_prefix: ClassVar[str] = "lora_"
+    paper_options: ClassVar[tuple] = ("rank", "dropout")
+    runtime_options: ClassVar[tuple] = ("dropout",)
+
+    rank: int = option(4, POSITIVE_INT, "r of A (d_in x r) and B (r x d_out)")
+    dropout: float = option(0.1, PROBABILITY, "dropout on the LoRA input in training")
+    targets: tuple = option(("q", "v"), (lambda v: len(v) >= 1 and set(v) <= {"q", "k", "v"},
+                                         "a non-empty subset of ('q', 'k', 'v')"), "projections updated")
+
+    def normalise(self) -> None:
+        self.targets = tuple(self.targets)
 
 
 class LoRAModule(TuningModule):
@@ -82,9 +104,12 @@ class LoRAModule(TuningModule):
         self.merged = False
 
 
-def attach(spec, config) -> list:
+def attach(spec, config: LoRAConfig) -> list:
     mods = []
     for site in spec.attention_sites:
-        slots = {t: getattr(site, t) for t in config.lora_targets}
-        mods.append(LoRAModule(slots, config.lora_rank, config.lora_dropout).attach(site))
+        slots = {t: getattr(site, t) for t in config.targets}
+        mods.append(LoRAModule(slots, config.rank, config.dropout).attach(site))
     return mods
+
+
+register_method("lora", LoRAConfig, attach)

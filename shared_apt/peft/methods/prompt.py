@@ -8,11 +8,38 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from ..config import MethodConfig, POSITIVE_INT, one_of, option
+from ..registry import register_method
 from .base import TuningModule
+
+
+@dataclass
+class ShallowPromptConfig(MethodConfig):
+    """Shallow prompt; flat (Sacred) keys ``num_prompts``, ``prompt_placement``. Paper setting: p = 200."""
+
+    legacy_prefix: ClassVar[str] = "prompt_"
+    unprefixed: ClassVar[tuple] = ("num_prompts",)
+    paper_options: ClassVar[tuple] = ("num_prompts",)
+
+    num_prompts: int = option(200, POSITIVE_INT, "p: prompt tokens per sequence site")
+    placement: str = option("default", one_of("default", "append", "prepend"),
+                            "backbone default (ViLT append, METER prepend) or forced")
+
+
+@dataclass
+class DeepPromptConfig(MethodConfig):
+    """Deep prompt; flat (Sacred) key ``num_prompts``. Paper setting: p = 200."""
+
+    unprefixed: ClassVar[tuple] = ("num_prompts",)
+    paper_options: ClassVar[tuple] = ("num_prompts",)
+
+    num_prompts: int = option(200, POSITIVE_INT, "p: prompt tokens per attention module")
 
 
 def vpt_uniform_bound(dim: int, patch: int = 16) -> float:
@@ -63,17 +90,21 @@ class DeepPrompt(PromptTokens):
             self._uninstall()
 
 
-def attach_shallow(spec, config) -> list:
+def attach_shallow(spec, config: ShallowPromptConfig) -> list:
     """One prompt set of ``num_prompts`` tokens per sequence site (one for ViLT; text and image streams for METER)."""
     sites = spec.shallow_sites()
     if not sites:
         raise ValueError(f"backbone {spec.signature.get('backbone')} declares no sequence site for shallow prompts")
     mods = []
     for site in sites:
-        placement = site.default_placement if config.prompt_placement == "default" else config.prompt_placement
+        placement = site.default_placement if config.placement == "default" else config.placement
         mods.append(ShallowPrompt(site.dim, config.num_prompts).attach(site, placement))
     return mods
 
 
-def attach_deep(spec, config) -> list:
+def attach_deep(spec, config: DeepPromptConfig) -> list:
     return [DeepPrompt(site.dim, config.num_prompts).attach(site) for site in spec.attention_sites]
+
+
+register_method("shallow_prompt", ShallowPromptConfig, attach_shallow)
+register_method("deep_prompt", DeepPromptConfig, attach_deep)
