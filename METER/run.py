@@ -1,5 +1,5 @@
 """Upstream-style entry point: ``python METER/run.py with data_root=... num_gpus=... task_finetune_vqa_clip_bert
-clip16 text_roberta image_size=576 clip_randaug per_gpu_batchsize=... load_path=... peft_apt`` (meter.md §3; as
+clip16 text_roberta image_size=576 clip_randaug per_gpu_batchsize=... load_path=... peft_apt`` (docs/backbones.md, METER; as
 upstream, give the encoder configs clip16 / text_roberta AFTER the task config). Unknown config keys are errors.
 Training, evaluation (``test_only=True``), checkpoints and resume are the shared driver's
 (``shared_apt.vl.training.run``)."""

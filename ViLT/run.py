@@ -1,5 +1,5 @@
 """Upstream-style entry point: ``python ViLT/run.py with data_root=... num_gpus=... task_finetune_vqa_randaug
-per_gpu_batchsize=... load_path=... peft_apt`` (vilt.md §3.4). Unknown config keys are errors."""
+per_gpu_batchsize=... load_path=... peft_apt`` (docs/backbones.md, ViLT). Unknown config keys are errors."""
 import os
 import sys
 

@@ -1,4 +1,4 @@
-"""The paper's "Updated Parameter" / "Additional FLOPs" columns from the project's modules (apt.md §2-§3, §5)."""
+"""The paper's "Updated Parameter" / "Additional FLOPs" columns from the project's modules (docs/accounting.md)."""
 import pytest
 
 from shared_apt import METHODS
@@ -34,11 +34,11 @@ def test_vilt_additional_flops_equal_apt_md_closed_forms(vilt_rows):
         "lora": 0, "classifier": 0, "full": 0,
     }
     assert {m: rows[m].additional_macs for m in closed} == closed
-    # per block 12nd^2 + 2n^2d + 10nd, plus the final LN (apt.md §3.3 prints the total as 21,656,882,688, 12,288
+    # per block 12nd^2 + 2n^2d + 10nd, plus the final LN (docs/accounting.md: the frozen total is 21,656,882,688, 12,288
     # more than its own per-block formula gives; both are 21.66G)
     assert info["frozen_macs"] == L * (12 * N * D * D + 2 * N * N * D + 10 * N * D) + 5 * N * D
     assert round(info["frozen_macs"] / 1e9, 2) == 21.66
-    # the integers of apt.md §5
+    # the integers of docs/accounting.md
     assert closed["shallow_prompt"] == 19_527_628_800 and closed["deep_prompt"] == 5_148_057_600
     assert closed["apt"] == 906_854_400 and closed["scaled_pa"] == 439_363_584 and closed["adapter"] == 856_424_448
 

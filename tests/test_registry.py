@@ -241,5 +241,6 @@ def test_no_file_refers_to_fact_sheets_outside_the_repository():
 
 
 def test_fact_sheet_pattern_matches_what_it_must():
-    assert PATTERN.search("(see apt.md §2.3)") and PATTERN.search("vilt.md") and PATTERN.search("specs/x")
+    md = "." + "md"  # spelled in pieces so that this file does not match itself
+    assert PATTERN.search("(see apt" + md + " §2.3)") and PATTERN.search("vilt" + md) and PATTERN.search("spec" + "s/x")
     assert not PATTERN.search("docs/methods.md") and not PATTERN.search("README.md")

@@ -1,4 +1,4 @@
-"""ViLT's Sacred configuration: upstream keys and named-config values (vilt.md §3), and the per-method configs."""
+"""ViLT's Sacred configuration: upstream keys and named-config values (docs/backbones.md, ViLT), and the per-method configs."""
 import importlib.util
 import os
 

@@ -1,4 +1,6 @@
 """ViLT built from config: upstream checkpoint layout, load_path semantics, parameter counts, visual embedding."""
+import os
+
 import pytest
 import torch
 
@@ -8,7 +10,8 @@ from tiny import vilt_batch, vilt_config
 from vilt.modules import ViLTransformerSS
 from vilt.profiling import build
 
-UPSTREAM_KEYS = "/work/shared/specs/vilt_state_dict.tsv"
+# keys and shapes of the official checkpoints' state_dict (dandelin/ViLT releases), one "key<TAB>shape" per line
+UPSTREAM_KEYS = os.path.join(os.path.dirname(__file__), "upstream", "vilt_state_dict.tsv")
 
 
 def _save_upstream(model, path, **extra):
@@ -30,11 +33,7 @@ def test_full_size_parameter_counts_equal_upstream():
 
 
 def test_state_dict_keys_and_shapes_equal_upstream_tsv():
-    import os
-
-    if not os.path.exists(UPSTREAM_KEYS):
-        pytest.skip("fact sheet not present")
-    rows = [l.rstrip("\n").split("\t") for l in open(UPSTREAM_KEYS)][1:]
+    rows = [l.rstrip("\n").split("\t") for l in open(UPSTREAM_KEYS) if not l.startswith("#")][1:]
     upstream = {k: tuple(int(x) for x in s.strip("[]").split(", ")) for k, s, *_ in rows}
     cfg = dict(build("full").hparams.config)
     cfg["loss_names"] = {"itm": 1, "mlm": 1, "mpp": 0.5, "vqa": 1, "nlvr2": 0, "irtr": 1}

@@ -7,7 +7,7 @@ from vilt.config import config as _vilt_config_fn  # noqa: F401  (Sacred config 
 
 
 def vilt_config(**overrides) -> dict:
-    """Upstream ViLT defaults (vilt.md §3.1) at a tiny geometry."""
+    """Upstream ViLT defaults (docs/backbones.md, ViLT) at a tiny geometry."""
     cfg = {
         "exp_name": "vilt", "seed": 0, "datasets": ["vqa"],
         "loss_names": {"itm": 0, "mlm": 0, "mpp": 0, "vqa": 1, "nlvr2": 0, "irtr": 0},

@@ -1,14 +1,14 @@
-"""Sacred configuration of METER: upstream's keys, defaults and named configs (meter.md §3), plus this project's keys
+"""Sacred configuration of METER: upstream's keys, defaults and named configs (docs/backbones.md, METER), plus this project's keys
 (tuning method and its options, encoder geometry, tiny geometry). ``python run.py with <named configs> key=value``.
 
 As upstream, named configs apply left to right: give the encoder configs (``clip16``, ``text_roberta``) AFTER the
 task config. The ``peft_*`` configs choose a tuning method with the APT paper's settings; PETL methods train at 5x the
-task's upstream learning rate (apt.md §1.7 [ours]): they set ``peft_lr_scale = 5``, ``learning_rate`` stays the
+task's upstream learning rate (docs/methods.md, optimisation): they set ``peft_lr_scale = 5``, ``learning_rate`` stays the
 task's upstream value, and the shared optimiser (``shared_apt.vl.training.optim.set_schedule``) trains at
 learning_rate x peft_lr_scale (VQA 2.5e-5, NLVR2 5e-5, IR/TR 2.5e-5), with the upstream multipliers (lr_mult_head,
 lr_mult_cross_modal) unchanged; the config (and the checkpoint's hparams) keep both values as given.
 
-``dataset_split_names`` holds METER's split tables where they differ from the shared (ViLT) defaults (meter.md §6.1:
+``dataset_split_names`` holds METER's split tables where they differ from the shared (ViLT) defaults (docs/backbones.md, METER:
 VQA trains on vqav2_train + vqav2_val and validates on vqav2_val; GCC has no validation shard)."""
 import copy
 
@@ -106,12 +106,12 @@ def config():
     accelerator = "auto"          # "cpu" forces CPU processes
     max_bad_image_fraction = 0.01
     save_tuned_weights = True     # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints
-    dataset_split_names = {"vqa": copy.deepcopy(METER_VQA_SPLITS), "gcc": {"val": [], "test": []}}  # meter.md §6.1
+    dataset_split_names = {"vqa": copy.deepcopy(METER_VQA_SPLITS), "gcc": {"val": [], "test": []}}  # docs/backbones.md, METER
     dataset_class_overrides = {}  # {dataset key: "module:Class"} (shared_apt.vl.data.datamodules)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Task configs (upstream values, meter.md §3.2)
+# Task configs (upstream values, docs/backbones.md, METER)
 
 
 add_peft_config(ex)  # method options as top-level keys (`with peft=apt apt_rank=4`) + named configs peft_<method>
@@ -143,7 +143,7 @@ def task_mlm_itm_clip_bert():
     num_heads = 12
 
 
-# Fine-tuning task configs with upstream values (meter.md §3); what they all share first.
+# Fine-tuning task configs with upstream values (docs/backbones.md, METER); what they all share first.
 _FINETUNE_COMMON = dict(max_epoch=10, max_steps=None, warmup_steps=0.1, lr_mult_cross_modal=5,
                         tokenizer="bert-base-uncased", input_text_embed_size=768, vit="ViT-B/32",
                         train_transform_keys=["clip"], val_transform_keys=["clip"], input_image_embed_size=768)
@@ -242,7 +242,7 @@ def imagenet_randaug():
 
 @ex.named_config
 def peft_apt_official():
-    """APT as the authors' METER code trains it: the scale s stays frozen (apt.md §1.7 [FLAG])."""
+    """APT as the authors' METER code trains it: the scale s stays frozen (docs/methods.md, optimisation)."""
     peft = "apt"
     peft_options = {"num_prompts": 200, "apt_rank": 4, "apt_train_scale": False}
     peft_lr_scale = 5

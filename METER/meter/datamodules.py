@@ -1,4 +1,4 @@
-"""METER's data wiring over the shared data library (shared_apt.vl.data; meter.md §6): no dataset, transform or metric
+"""METER's data wiring over the shared data library (shared_apt.vl.data; docs/backbones.md, METER): no dataset, transform or metric
 code of its own.
 
 * transforms: the config's ``train_transform_keys`` / ``val_transform_keys`` (``clip`` / ``clip_randaug``) come

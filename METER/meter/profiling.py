@@ -11,7 +11,7 @@ NAME = "meter-b"
 DEFAULT_SEQ_LEN = 618
 TEXT_LEN = 41
 SEQ_LEN_NOTE = ("n = {n} fusion tokens (41 text + the rest image; 618 = 41 + 577 = CLIP-B/16 at 384 px is the length "
-                "the paper's FLOPs imply, apt.md §3.2) through the 6 co-attention layers of both streams at batch 1")
+                "the paper's FLOPs imply, docs/accounting.md) through the 6 co-attention layers of both streams at batch 1")
 NOTES = {
     "shallow_prompt": "two prompt sets (text and image stream) of 200 tokens, prepended at the fusion input "
                       "(official). The paper prints 307,200 truncated (0.30M) but rounds its adapter count "
@@ -21,10 +21,10 @@ NOTES = {
                    "projections only (7.94G). The paper's 13.05G is reproduced by no variant: K/V prompts only in "
                    "cross-attention (official code) 3.97G, with the prompts' discarded queries also projected in "
                    "self-attention (ViLT's fused-QKV rule) 9.36G, prompts as full tokens through both attention "
-                   "sub-blocks 12.67G, shallow-like re-insertion 28.71G (apt.md §3.4)",
+                   "sub-blocks 12.67G, shallow-like re-insertion 28.71G (docs/accounting.md)",
     "scaled_pa": "bottleneck 96 reproduces the paper's 1.12G exactly but gives 3,596,544 parameters (3.60M), not the "
                  "printed 3.82M; bottleneck 102 would give 3.82M but 1.19G: no single setting matches both columns "
-                 "(apt.md §2.2)",
+                 "(docs/accounting.md)",
     "lora": "merged into the frozen weights for inference: no extra FLOPs",
 }
 
@@ -98,7 +98,7 @@ def forward(model, seq_len: int, text_len: int = TEXT_LEN) -> None:
 
 
 def backbone_parameters(model) -> int:
-    """Everything but the task heads, the class token and tuning-method modules (meter.md §1.9: 319,474,688 at
+    """Everything but the task heads, the class token and tuning-method modules (docs/backbones.md, METER: 319,474,688 at
     384 px)."""
     return sum(p.numel() for n, p in model.named_parameters()
                if not n.startswith(HEAD_PREFIXES) and n != "class_token" and "peft_" not in n)

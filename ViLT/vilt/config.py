@@ -1,4 +1,4 @@
-"""Sacred configuration of ViLT: upstream's keys, defaults and named configs (vilt.md §3), plus this project's keys
+"""Sacred configuration of ViLT: upstream's keys, defaults and named configs (docs/backbones.md, ViLT), plus this project's keys
 (tuning method and its options, demo/tiny geometry). ``python run.py with <named configs> key=value``."""
 from sacred import Experiment
 
@@ -135,7 +135,7 @@ def task_mlm_itm_mpp():
     max_image_len = 200
 
 
-# Fine-tuning task configs (vilt.md §3.2): every one sets max_epoch 10, max_steps None, warmup 0.1, lr 1e-4; each
+# Fine-tuning task configs (docs/backbones.md, ViLT): every one sets max_epoch 10, max_steps None, warmup 0.1, lr 1e-4; each
 # exists plain and with RandAugment ("_randaug").
 _FINETUNE = {
     "nlvr2": dict(datasets=["nlvr2"], loss_names=_loss_names({"nlvr2": 1}), batch_size=128, draw_false_image=0),

@@ -10,10 +10,10 @@ from shared_apt.peft.registry import Backbone, register_backbone
 NAME = "vilt-b32"
 DEFAULT_SEQ_LEN = 242
 SEQ_LEN_NOTE = ("n = {n} tokens through the 12 blocks + final LN at batch 1; n = 242 (41 text + 200 patches + "
-                "image [CLS]) is the length the paper's FLOPs imply (apt.md §3.2)")
+                "image [CLS]) is the length the paper's FLOPs imply (docs/accounting.md)")
 NOTES = {
     "deep_prompt": "prompts pass LN1 and the frozen QKV (queries dropped) as in the official code; counting their "
-                   "LayerNorm gives 5.15G, the paper prints 5.14G (= our count without that LN) (apt.md §3.3)",
+                   "LayerNorm gives 5.15G, the paper prints 5.14G (= our count without that LN) (docs/accounting.md)",
     "lora": "merged into the frozen weights for inference: no extra FLOPs",
 }
 

@@ -1,4 +1,4 @@
-"""Numbers printed in the APT paper (AAAI 2024) tables, for side-by-side comparison (apt.md §2-§4). Data, not code:
+"""Numbers printed in the APT paper (AAAI 2024) tables, for side-by-side comparison (docs/accounting.md). Data, not code:
 the project computes its own values and prints these beside them."""
 
 # "Updated Parameter" (M) and "Additional FLOPs" (G) columns of Tables 1-2, per backbone and method.

@@ -122,7 +122,7 @@ def render(rows: list, info: dict) -> str:
             notes.append(
                 f"full: every parameter of the model trains: backbone {info['backbone_params']:,} + task head "
                 f"{info['head_params']:,} = {r.updated_params:,}. The paper's figure is not a clean backbone count: "
-                "it equals the head-less backbone plus 24 APT modules of 159,745 parameters (apt.md §2.3).")
+                "it equals the head-less backbone plus 24 APT modules of 159,745 parameters (docs/accounting.md).")
             mark = f"[{len(notes)}]"
         else:
             text = r.note

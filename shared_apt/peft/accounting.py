@@ -1,6 +1,6 @@
 """FLOPs in the APT paper's convention, measured with torch's own counter on the real modules.
 
-The paper's "Additional FLOPs" follow fvcore's defaults (apt.md §3.1): one multiply-accumulate counts 1, LayerNorm
+The paper's "Additional FLOPs" follow fvcore's defaults (docs/accounting.md): one multiply-accumulate counts 1, LayerNorm
 counts 5 per element, element-wise ops (softmax, ReLU, GELU, max, exp, add, mul) count 0. torch.utils.flop_counter
 counts 2 per multiply-accumulate and skips LayerNorm; ``count_macs`` converts (halves) and adds LayerNorm."""
 from __future__ import annotations

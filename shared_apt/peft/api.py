@@ -103,7 +103,7 @@ def trainable_parameters(model: nn.Module) -> Dict[str, nn.Parameter]:
 
 def updated_parameter_count(model: nn.Module) -> int:
     """The APT paper's "Updated Parameter" column: the method's own parameters (the common trainable set is not
-    counted, apt.md §2). ``full``: every parameter of the model; ``classifier``: 0."""
+    counted, docs/accounting.md). ``full``: every parameter of the model; ``classifier``: 0."""
     config = peft_config(model)
     if get_method(config.method).trains_backbone:
         return sum(p.numel() for p in model.parameters())

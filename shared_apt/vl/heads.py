@@ -1,4 +1,4 @@
-"""Heads shared by ViLT and METER (upstream heads.py and objectives.init_weights of both; vilt.md §1.6, meter.md §1.7)."""
+"""Heads shared by ViLT and METER (upstream heads.py and objectives.init_weights of both; docs/backbones.md, ViLT, docs/backbones.md, METER)."""
 import torch
 from torch import nn
 

@@ -1,5 +1,5 @@
 """Fixtures of the data-pipeline tests: a WordPiece tokenizer trained here, small images, tiny arrow tables in the
-upstream schemas (vilt.md 6.1) written with shared_apt.vl.data.arrow.write_arrow_table."""
+upstream schemas (docs/backbones.md, ViLT) written with shared_apt.vl.data.arrow.write_arrow_table."""
 from __future__ import annotations
 
 import io

@@ -1,4 +1,4 @@
-"""Datasets over tiny arrow files in the upstream schemas (vilt.md 6.1 / 6.2), the collate (6.4), and the
+"""Datasets over tiny arrow files in the upstream schemas (docs/backbones.md, ViLT), the collate (6.4), and the
 bad-image / bad-file policy."""
 import logging
 import pickle

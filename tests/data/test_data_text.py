@@ -1,4 +1,4 @@
-"""Tokenizer resolution (local folder, local HF cache layout, clear error) and the MLM collators of vilt.md 6.4."""
+"""Tokenizer resolution (local folder, local HF cache layout, clear error) and the MLM collators of docs/backbones.md, ViLT."""
 import os
 import random
 import shutil

@@ -1,5 +1,5 @@
-"""MinMaxResize sizes worked out by hand from vilt.md 6.5, RandAugment ops on the installed numpy, METER's clip
-transforms (meter.md 6.3), and the registry."""
+"""MinMaxResize sizes worked out by hand from docs/backbones.md, ViLT, RandAugment ops on the installed numpy, METER's clip
+transforms (docs/backbones.md, METER), and the registry."""
 import random
 
 import numpy as np

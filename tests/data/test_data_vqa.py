@@ -1,5 +1,5 @@
 """normalize_word, answer vocabulary, soft scores and the VQA score, checked against hand-derived values from the
-rules of vilt.md section 7 / Appendix A and against the official leave-one-out VQA accuracy."""
+rules of docs/backbones.md, ViLT (the official VQA evaluation script) and against the official leave-one-out VQA accuracy."""
 import pickle
 
 import pytest

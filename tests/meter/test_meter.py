@@ -1,5 +1,5 @@
 """METER backbone: upstream checkpoint layout, every tuning method on a tiny METER, APT's query-only cross-attention,
-full-size parameter counts (meta device) and the profile numbers of the APT paper (apt.md §2.2, §3.4, §5)."""
+full-size parameter counts (meta device) and the profile numbers of the APT paper (docs/accounting.md)."""
 from __future__ import annotations
 
 import types
@@ -17,7 +17,7 @@ from meter.modules.clip_model import resize_positions
 
 
 def tiny_config(**overrides) -> dict:
-    """Upstream METER keys (meter.md §3.1) at the tiny_meter geometry: CLIP width 64 x 2 blocks, RoBERTa width 64 x
+    """Upstream METER keys (docs/backbones.md, METER) at the tiny_meter geometry: CLIP width 64 x 2 blocks, RoBERTa width 64 x
     2 layers, fusion width 64 x 2 layers."""
     cfg = {
         "exp_name": "meter", "seed": 0, "datasets": ["vqa"],
@@ -311,7 +311,7 @@ def full_profile():
 
 def test_full_size_parameter_counts(full_profile):
     rows, info = full_profile
-    assert info["backbone_params"] == 319_474_688  # 384 px, no head (meter.md §1.9, apt.md §2.3)
+    assert info["backbone_params"] == 319_474_688  # 384 px, no head (docs/backbones.md, METER, docs/accounting.md)
     assert info["head_params"] == 7_173_177
     want = {"apt": 3_833_880, "lora": 294_912, "adapter": 5_339_520, "scaled_pa": 3_596_544,
             "shallow_prompt": 307_200, "deep_prompt": 3_686_400, "classifier": 0,
@@ -321,13 +321,13 @@ def test_full_size_parameter_counts(full_profile):
 
 def test_full_size_additional_flops(full_profile):
     rows, info = full_profile
-    assert info["frozen_macs"] == 38_555_606_016  # 6 fusion layers, both streams, s = 618 (apt.md §3.4)
+    assert info["frozen_macs"] == 38_555_606_016  # 6 fusion layers, both streams, s = 618 (docs/accounting.md)
     exact = {"shallow_prompt": 28_707_840_000, "apt": 2_307_686_400, "scaled_pa": 1_122_011_136,
              "adapter": 1_640_300_544, "lora": 0}
     assert {k: rows[k].additional_macs for k in exact} == exact
     for k, paper in {"shallow_prompt": 28.71, "apt": 2.31, "scaled_pa": 1.12, "adapter": 1.64}.items():
         assert abs(rows[k].additional_macs / 1e9 - paper) / paper < 0.02
-    # deep prompts: K/V-only prompts in all 24 modules = 6 (8pd^2 + 4pd s) (apt.md §3.4), not the paper's 13.05G
+    # deep prompts: K/V-only prompts in all 24 modules = 6 (8pd^2 + 4pd s) (docs/accounting.md), not the paper's 13.05G
     p, d, s = 200, 768, 618
     assert rows["deep_prompt"].additional_macs == 6 * (8 * p * d * d + 4 * p * d * s)
     assert "13.05G" in rows["deep_prompt"].note and "3.82M" in rows["scaled_pa"].note

@@ -1,4 +1,4 @@
-"""METER on the shared training pipeline (meter.md §3-§7): the demo world with a tiny METER through
+"""METER on the shared training pipeline (docs/backbones.md, METER): the demo world with a tiny METER through
 shared_apt.vl.training.run and METER/run.py — fit a few steps with APT and with LoRA, then evaluate the checkpoint with
 test_only; METER's split tables, CLIP transforms and RGBA decoding, the tokenizer check, the learning rate applied
 once (learning_rate x peft_lr_scale), NLVR2 model selection on dev, and every shell script with MODEL=meter."""
@@ -87,7 +87,7 @@ def test_fit_then_test_only_on_demo_vqa(demo, tmp_path, method, options):
 
 
 def test_nlvr2_checkpoint_selection_uses_dev(demo, tmp_path):
-    """meter.md §7: val/the_metric for NLVR2 is the dev accuracy (ViLT keeps upstream's test-P)."""
+    """docs/backbones.md, METER: val/the_metric for NLVR2 is the dev accuracy (ViLT keeps upstream's test-P)."""
     from vilt.modules.vilt_module import ViLTransformerSS
 
     assert METERTransformerSS.nlvr2_selection_split == "dev" and ViLTransformerSS.nlvr2_selection_split == "test"

@@ -1,4 +1,4 @@
-"""Objectives (vilt.md §5) and task selection (§3.3) on hand cases and the tiny ViLT."""
+"""Objectives (docs/backbones.md, ViLT) and task selection (loss_names thresholds) on hand cases and the tiny ViLT."""
 import math
 
 import pytest

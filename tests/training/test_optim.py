@@ -1,4 +1,4 @@
-"""set_schedule (vilt.md §4): parameter groups, learning rates, AdamW semantics, total / warm-up steps."""
+"""set_schedule (docs/backbones.md, ViLT): parameter groups, learning rates, AdamW semantics, total / warm-up steps."""
 import math
 
 import pytest

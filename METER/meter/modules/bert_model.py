@@ -1,4 +1,4 @@
-"""METER's co-attention fusion layer (upstream meter/modules/bert_model.py ``BertCrossLayer``, meter.md §1.5).
+"""METER's co-attention fusion layer (upstream meter/modules/bert_model.py ``BertCrossLayer``, docs/backbones.md, METER).
 
 Upstream names: ``attention.self.{query,key,value}``, ``attention.output.{dense,LayerNorm}``, ``crossattention.*``
 (same layout), ``intermediate.dense``, ``output.{dense,LayerNorm}``. Post-LN, exact GELU, LayerNorm eps 1e-12 (the

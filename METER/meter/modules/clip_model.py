@@ -1,4 +1,4 @@
-"""METER's reduced CLIP (upstream meter/modules/clip_model.py, meter.md §1.2): the CLIP image tower without its last
+"""METER's reduced CLIP (upstream meter/modules/clip_model.py, docs/backbones.md, METER): the CLIP image tower without its last
 block and without ``visual.proj``, plus the two unused CLIP text-tower leftovers every METER checkpoint holds.
 
 Attribute names are upstream's, so ``vit_model.*`` keys of METER checkpoints load unchanged:
@@ -151,7 +151,7 @@ def resize_positions(pos: torch.Tensor, new_grid: int) -> torch.Tensor:
 
 def adapt_position_encoding(state_dict: dict, image_size: int, patch_size: int, source: str = "<state_dict>") -> dict:
     """Resize the single key ending in ``visual.positional_embedding`` to the grid image_size // patch_size, as
-    upstream does to every checkpoint loaded through ``load_path`` (meter.md §1.2). Returns a new dict."""
+    upstream does to every checkpoint loaded through ``load_path`` (docs/backbones.md, METER). Returns a new dict."""
     keys = [k for k in state_dict if k.endswith("visual.positional_embedding")]
     if len(keys) > 1:
         raise ValueError(f"{source}: several keys end in 'visual.positional_embedding': {keys}")

@@ -1,4 +1,4 @@
-"""METERTransformerSS: upstream METER (zdou0830/METER, meter.md) built from config dimensions, with every tuning
+"""METERTransformerSS: upstream METER (zdou0830/METER, docs/backbones.md, METER) built from config dimensions, with every tuning
 method of shared_apt attachable through the config key ``peft``.
 
 State-dict keys, attribute names, batch keys, ``infer`` outputs and numerics are upstream's, so official checkpoints
@@ -40,7 +40,7 @@ PROJECT_DEFAULTS = {
     "peft_lr_scale": 1,             # the optimiser trains at learning_rate x peft_lr_scale (PETL configs: 5)
 }
 
-# transformers 4.6 roberta-base / bert-base-uncased configuration (meter.md §1.3); never fetched from the hub.
+# transformers 4.6 roberta-base / bert-base-uncased configuration (docs/backbones.md, METER); never fetched from the hub.
 ROBERTA_BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                     intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1,
                     attention_probs_dropout_prob=0.1, max_position_embeddings=514, type_vocab_size=1,
@@ -204,11 +204,11 @@ class StreamInput(nn.Module):
 
 class METERTransformerSS(VisionLanguageModule):
     """Upstream ``METERTransformerSS(config)`` (CLIP image tower + RoBERTa/BERT text encoder + co-attention fusion);
-    ``config`` is upstream's Sacred config dict (meter.md §3.1) plus the project keys in ``PROJECT_DEFAULTS``."""
+    ``config`` is upstream's Sacred config dict (docs/backbones.md, METER) plus the project keys in ``PROJECT_DEFAULTS``."""
 
     backbone_name = "meter"
     head_lr_names = HEAD_NAMES
-    nlvr2_selection_split = "dev"  # METER's val/the_metric uses the NLVR2 dev accuracy (meter.md §7)
+    nlvr2_selection_split = "dev"  # METER's val/the_metric uses the NLVR2 dev accuracy (docs/backbones.md, METER)
 
     def __init__(self, config: dict):
         config = dict(config)
@@ -219,7 +219,7 @@ class METERTransformerSS(VisionLanguageModule):
                              "(vcr, vcr_qar, contras have no code upstream either; SNLI-VE is out of scope)")
         config["loss_names"] = {k: v for k, v in loss.items() if k not in INACTIVE_TASKS}
         # learning_rate and peft_lr_scale are stored as given: the optimiser (shared_apt.vl.training.optim.set_schedule)
-        # trains at learning_rate x peft_lr_scale (apt.md §1.7)
+        # trains at learning_rate x peft_lr_scale (docs/methods.md, optimisation)
         super().__init__(config)
         cfg = lambda k: config_value(config, k)  # noqa: E731
         H = cfg("hidden_size")
@@ -306,7 +306,7 @@ class METERTransformerSS(VisionLanguageModule):
         self.setup_metrics()
 
     # ------------------------------------------------------------------------------------------------------------
-    # Tasks (meter.md §3.4, §4)
+    # Tasks (docs/backbones.md, METER)
 
     def executed_tasks(self):
         """METER runs every task whose loss_names value is > 0 (ViLT: >= 1): IR/TR trains itm (0.5) + irtr."""
@@ -331,7 +331,7 @@ class METERTransformerSS(VisionLanguageModule):
                 (("cross_modal",), float(self.config.get("lr_mult_cross_modal", 5)))]
 
     # ------------------------------------------------------------------------------------------------------------
-    # Loading (meter.md §1.8, §2)
+    # Loading (docs/backbones.md, METER)
 
     def load_upstream(self, path: str) -> None:
         """Upstream ``load_path`` semantics: positions resized to this image_size, strict=False with every difference
@@ -407,7 +407,7 @@ class METERTransformerSS(VisionLanguageModule):
         """Every method but full tuning trains a free class token that replaces the first text token at the fusion
         input (after the text encoder and cross_modal_text_transform, before the modality embedding), initialised
         from the text encoder's embedding of <s> (word + position + segment, LN; computed without dropout)
-        (apt.md §1.6). When the text width differs from hidden_size, that embedding is passed through
+        (docs/methods.md, common trainable set). When the text width differs from hidden_size, that embedding is passed through
         cross_modal_text_transform first (only possible in non-paper geometries)."""
         if method == "full":
             return
@@ -426,7 +426,7 @@ class METERTransformerSS(VisionLanguageModule):
         self.class_token = nn.Parameter(init.reshape(1, 1, -1).clone())
 
     # ------------------------------------------------------------------------------------------------------------
-    # Forward (meter.md §1.3-1.6)
+    # Forward (docs/backbones.md, METER)
 
     def encode_text(self, text_ids: torch.Tensor, text_masks: torch.Tensor) -> torch.Tensor:
         """The text encoder called in pieces as upstream: embeddings from the ids only (RoBERTa positions from the

@@ -1,4 +1,4 @@
-"""METER's objectives where they differ from ViLT's (meter.md §5); every other task uses
+"""METER's objectives where they differ from ViLT's (docs/backbones.md, METER); every other task uses
 shared_apt.vl.training.objectives unchanged."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ViLTransformerSS: upstream ViLT (dandelin/ViLT, vilt.md) built from config dimensions, with every tuning method
+"""ViLTransformerSS: upstream ViLT (dandelin/ViLT, docs/backbones.md, ViLT) built from config dimensions, with every tuning method
 of shared_apt attachable through the config key ``peft``.
 
 State-dict keys, attribute names, batch keys, ``infer`` outputs and numerics are upstream's, so official checkpoints
@@ -42,7 +42,7 @@ def config_value(config: dict, key: str):
 
 
 class BertEmbeddings(nn.Module):
-    """The text embedding of BERT (transformers 4.2.1 BertEmbeddings as ViLT uses it, vilt.md §1.2):
+    """The text embedding of BERT (transformers 4.2.1 BertEmbeddings as ViLT uses it, docs/backbones.md, ViLT):
     Dropout(LN_1e-12(word[t] + segment[0] + position[0..L-1])); ``position_ids`` is a persistent buffer as in the
     official checkpoints."""
 
@@ -67,7 +67,7 @@ class BertEmbeddings(nn.Module):
 
 
 class ViLTransformerSS(VisionLanguageModule):
-    """Upstream ``ViLTransformerSS(config)``; ``config`` is upstream's Sacred config dict (vilt.md §3.1) plus the
+    """Upstream ``ViLTransformerSS(config)``; ``config`` is upstream's Sacred config dict (docs/backbones.md, ViLT) plus the
     project keys in ``PROJECT_DEFAULTS``."""
 
     backbone_name = "vilt"
@@ -129,7 +129,7 @@ class ViLTransformerSS(VisionLanguageModule):
         self.setup_metrics()
 
     # ------------------------------------------------------------------------------------------------------------
-    # Loading (vilt.md §1.7, §2)
+    # Loading (docs/backbones.md, ViLT)
 
     def load_upstream(self, path: str) -> None:
         """Upstream ``load_path`` semantics (strict=False) with every difference named; rank_output is re-tied to
@@ -195,7 +195,7 @@ class ViLTransformerSS(VisionLanguageModule):
 
     def _prepare_for_method(self, method: str) -> None:
         """Every method but full tuning trains a free class token that replaces the first text embedding, initialised
-        from the embedding of [CLS] (word + position 0 + segment 0, LN; computed without dropout) (apt.md §1.6)."""
+        from the embedding of [CLS] (word + position 0 + segment 0, LN; computed without dropout) (docs/methods.md, common trainable set)."""
         if method == "full":
             return
         emb = self.text_embeddings
@@ -210,7 +210,7 @@ class ViLTransformerSS(VisionLanguageModule):
         self.class_token = nn.Parameter(init.reshape(1, 1, -1).clone())
 
     # ------------------------------------------------------------------------------------------------------------
-    # Retrieval evaluation: each image embedded once (upstream compute_irtr_recall, vilt.md §8)
+    # Retrieval evaluation: each image embedded once (upstream compute_irtr_recall, docs/backbones.md, ViLT)
 
     def retrieval_image_inputs(self, image):
         embeds, masks, _, _ = self.transformer.visual_embed(
@@ -223,7 +223,7 @@ class ViLTransformerSS(VisionLanguageModule):
                           image_masks=image_inputs["image_masks"].expand(n, -1))
 
     # ------------------------------------------------------------------------------------------------------------
-    # Forward (vilt.md §1.4)
+    # Forward (docs/backbones.md, ViLT)
 
     def infer(self, batch, mask_text=False, mask_image=False, image_token_type_idx=1, image_embeds=None,
               image_masks=None):

@@ -2,7 +2,7 @@
 
 Same attribute names as upstream (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i.{norm1,attn.qkv,
 attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``) so official checkpoints load unchanged, and upstream's numerics
-(vilt.md §1.3 and §1.5): per-image bilinear (align_corners=True) resizing of the position grid, patch validity from
+(docs/backbones.md, ViLT): per-image bilinear (align_corners=True) resizing of the position grid, patch validity from
 the top-left pixel, valid patches first then padding patches, pre-LN blocks with eps 1e-6, exact GELU, -inf masking of
 padded keys, no attention-probability dropout.
 """
@@ -175,9 +175,9 @@ class VisionTransformer(nn.Module):
         return x
 
     def visual_embed(self, _x: torch.Tensor, max_image_len: int = 200, mask_it: bool = False):
-        """Upstream ``visual_embed`` (vilt.md §1.3); ``mask_it`` (MPP) is not supported, as upstream cannot run it."""
+        """Upstream ``visual_embed`` (docs/backbones.md, ViLT); ``mask_it`` (MPP) is not supported, as upstream cannot run it."""
         if mask_it:
-            raise NotImplementedError("masked patch prediction (mpp) cannot run upstream either (vilt.md §5)")
+            raise NotImplementedError("masked patch prediction (mpp) cannot run upstream either (docs/backbones.md, ViLT)")
         x = self.patch_embed(_x)
         B, C, Hp, Wp = x.shape
         x_mask = (_x.sum(dim=1) != 0).float()[:, None, :, :]

@@ -1,4 +1,4 @@
-"""Bottleneck adapters: the sequential VL-Adapter baseline and the scaled parallel adapter (apt.md §2.1)."""
+"""Bottleneck adapters: the sequential VL-Adapter baseline and the scaled parallel adapter (docs/methods.md, baselines)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""APT, Approximated Prompt Tuning (AAAI 2024), as the authors' released code computes it (fact sheet apt.md §1).
+"""APT, Approximated Prompt Tuning (AAAI 2024), as the authors' released code computes it (Wang et al., arXiv:2306.15706; DoubtedSteam/APT; docs/methods.md).
 
 Per attention module with query-side input X [B, n, d] and output O [B, n, d] (after the output projection):
 
@@ -52,10 +52,10 @@ class APTConfig(MethodConfig):
 
 def apt_delta(x: torch.Tensor, keys: torch.Tensor, prompts: torch.Tensor, alpha: str = "token",
               detach_alpha: bool = True, dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
-    """Reference APT update dX = alpha * ReLU(X K^T) P' (apt.md §1.2-1.3).
+    """Reference APT update dX = alpha * ReLU(X K^T) P' (docs/methods.md).
 
     ``alpha``: "token" (official: per input token, max over the p prompts of A), "prompt" (per prompt, max over the
-    d features of K), "global" (one max over K), "none" (alpha = 1). The last three are apt.md's ablation readings."""
+    d features of K), "global" (one max over K), "none" (alpha = 1). The last three are docs/methods.md's ablation readings."""
     a = torch.relu(x @ keys.transpose(-1, -2))  # [B, n, p]
     if dropout_p > 0.0:
         a = F.dropout(a, dropout_p, training)

@@ -1,4 +1,4 @@
-"""LoRA as the APT paper's baseline (apt.md §2.1): rank r updates x A B on W_q and W_v of every attention module,
+"""LoRA as the APT paper's baseline (docs/methods.md, baselines): rank r updates x A B on W_q and W_v of every attention module,
 A ~ N(0, 1), B = 0, no alpha/r scaling, dropout on the LoRA input in training; mergeable into the frozen weights so
 inference costs nothing extra."""
 from __future__ import annotations

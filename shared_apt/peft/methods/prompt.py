@@ -1,4 +1,4 @@
-"""Shallow and deep prompt tuning (VPT-style), as the APT authors' baselines implement them (apt.md §2.1).
+"""Shallow and deep prompt tuning (VPT-style), as the APT authors' baselines implement them (docs/methods.md, baselines).
 
 * Shallow: p learnable tokens join the token sequence once, before the first layer, and flow through every layer.
 * Deep: every attention module gets its own p tokens; they enter as extra keys/values only (through the module's own

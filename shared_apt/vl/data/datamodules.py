@@ -1,4 +1,4 @@
-"""Lightning data modules of upstream ViLT / METER (vilt/datamodules, vilt.md section 9).
+"""Lightning data modules of upstream ViLT / METER (vilt/datamodules, docs/backbones.md, ViLT).
 
 * :class:`BaseDataModule` builds the train / val / test datasets of ONE dataset key ("vqa", "nlvr2", "f30k", "coco",
   "vg", "sbu", "gcc", "nlvr1") from upstream's config keys; :class:`VQAv2DataModule` adds the answer maps
@@ -6,7 +6,7 @@
 * :class:`MTDataModule` concatenates the datasets of every key in ``config["datasets"]`` and uses the first module's
   collate and MLM collator, as upstream.
 
-Config keys read (upstream ViLT names, vilt.md 3.1): data_root, num_workers, per_gpu_batchsize, image_size,
+Config keys read (upstream ViLT names, docs/backbones.md, ViLT): data_root, num_workers, per_gpu_batchsize, image_size,
 max_text_len, draw_false_image, draw_false_text, image_only, tokenizer, whole_word_masking, mlm_prob,
 train_transform_keys, val_transform_keys, datasets. Extensions (all optional):
 

@@ -1,4 +1,4 @@
-"""Arrow-backed datasets of upstream ViLT / METER (vilt/datasets, vilt.md 6.1-6.4, meter.md 6.1).
+"""Arrow-backed datasets of upstream ViLT / METER (vilt/datasets, docs/backbones.md, ViLT, docs/backbones.md, METER).
 
 :class:`BaseDataset` keeps upstream's constructor, sample index and collate. Subclasses carry upstream's class names,
 arrow file names and split tables (``split_names``; METER's VQA split is :data:`METER_VQA_SPLITS`). Every table is
@@ -300,7 +300,7 @@ class BaseDataset(torch.utils.data.Dataset):
                 "bad_false_images": self.bad_false_images}
 
     # ------------------------------------------------------------------------------------------------------------
-    # collate (vilt.md 6.4)
+    # collate (docs/backbones.md, ViLT)
     # ------------------------------------------------------------------------------------------------------------
 
     def collate(self, batch: Sequence[Optional[Dict[str, Any]]], mlm_collator) -> Optional[Dict[str, Any]]:
@@ -355,7 +355,7 @@ class BaseDataset(torch.utils.data.Dataset):
             mlm_ids = torch.nn.functional.pad(mlm_ids, (0, pad), value=pad_id)
             mlm_labels = torch.nn.functional.pad(mlm_labels, (0, pad), value=-100)
         for i, k in enumerate(txt_keys):
-            ids = torch.zeros(batch_size, width, dtype=torch.long)  # upstream fills with 0 (meter.md quirk 13)
+            ids = torch.zeros(batch_size, width, dtype=torch.long)  # upstream fills with 0 (docs/backbones.md, METER)
             masks = torch.zeros(batch_size, width, dtype=torch.long)
             for bi, enc in enumerate(encodings[i]):
                 e_ids, e_mask = list(enc["input_ids"]), list(enc["attention_mask"])

@@ -1,4 +1,4 @@
-"""Metrics of upstream ViLT / METER (vilt/gadgets/my_metrics.py, vilt.md section 8), torch only.
+"""Metrics of upstream ViLT / METER (vilt/gadgets/my_metrics.py, docs/backbones.md, ViLT), torch only.
 
 The metric classes are ``nn.Module`` s whose running sums are non-persistent buffers: they move with the model
 (``.to(device)``), never appear in a state_dict (upstream checkpoints have no metric keys), and :meth:`compute`
@@ -93,7 +93,7 @@ def compute_recall_at_k(
     image_ids: Optional[Union[Sequence[int], torch.Tensor]] = None,
     ks: Sequence[int] = (1, 5, 10),
 ) -> Dict[str, float]:
-    """Image/text retrieval recall from a full score matrix `scores` [n_images, n_texts] (vilt.md 8).
+    """Image/text retrieval recall from a full score matrix `scores` [n_images, n_texts] (docs/backbones.md, ViLT).
 
     `text_to_image[j]` is the image id of caption j; `image_ids[i]` the id of row i (default 0..n_images-1).
     TR@k (image -> text): for each image, hit if any of its k best captions belongs to it; mean over images.

@@ -5,7 +5,7 @@
 * :func:`train_wordpiece_tokenizer` trains a small BERT-compatible WordPiece tokenizer with the ``tokenizers`` library
   for machines that have no copy of bert-base-uncased.
 * :class:`MLMCollator` and :class:`WholeWordMaskCollator` re-implement the two transformers 4.2.1 collators that
-  upstream ViLT builds (``DataCollatorForLanguageModeling`` and ``DataCollatorForWholeWordMask``, vilt.md 6.4), with
+  upstream ViLT builds (``DataCollatorForLanguageModeling`` and ``DataCollatorForWholeWordMask``, docs/backbones.md, ViLT), with
   the same random-number calls in the same order, so that a seeded run masks what upstream would have masked. They do
   not use transformers' collator classes, whose behaviour changed after 4.2.1.
 """

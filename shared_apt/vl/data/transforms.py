@@ -1,4 +1,4 @@
-"""Image transforms of upstream ViLT (vilt/transforms, vilt.md 6.5) and METER (meter/transforms, meter.md 6.3).
+"""Image transforms of upstream ViLT (vilt/transforms, docs/backbones.md, ViLT) and METER (meter/transforms, docs/backbones.md, METER).
 
 Every transform maps a PIL image to a float tensor [3, H, W]. Registry keys (config ``train_transform_keys`` /
 ``val_transform_keys``), built by :func:`keys_to_transforms`:
@@ -101,7 +101,7 @@ def min_max_size(width: int, height: int, shorter: int = 384, longer: int = 639)
 
 
 class MinMaxResize:
-    """ViLT's MinMaxResize (vilt.md 6.5): aspect-preserving bicubic resize, sides multiples of 32, no crop."""
+    """ViLT's MinMaxResize (docs/backbones.md, ViLT): aspect-preserving bicubic resize, sides multiples of 32, no crop."""
 
     def __init__(self, shorter: int = 800, longer: int = 1333):
         self.min = shorter

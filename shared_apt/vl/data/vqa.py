@@ -1,5 +1,5 @@
 """VQAv2 answers: upstream ViLT's ``normalize_word`` (vilt/utils/glossary.py), answer vocabulary, soft scores and the
-VQA score (vilt.md section 7, section 8 and Appendix A).
+VQA score (docs/backbones.md, ViLT; the official VQA evaluation script).
 
 The normalisation reproduces upstream's code including its quirks, not the intent of the official evaluation script:
 
@@ -29,7 +29,7 @@ _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
 _MAX_PERIODS_REMOVED = int(re.UNICODE)  # upstream: period_strip.sub("", s, re.UNICODE) -> count = 32
 
-# Appendix A: the 120-entry table of the official VQA evaluation script (capitalised keys never fire: the words are
+# The 120-entry table of the official VQA evaluation script (capitalised keys never fire: the words are
 # lower-cased before the look-up).
 CONTRACTIONS: Dict[str, str] = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
@@ -75,7 +75,7 @@ def _strip_punctuation(text: str) -> str:
 
 
 def normalize_word(token: str) -> str:
-    """Upstream ``normalize_word`` (vilt.md 7): punctuation, periods, lower-case, numbers, articles, contractions,
+    """Upstream ``normalize_word`` (docs/backbones.md, ViLT): punctuation, periods, lower-case, numbers, articles, contractions,
     commas."""
     text = _strip_punctuation(token)
     text = _PERIOD_STRIP.sub("", text, count=_MAX_PERIODS_REMOVED)

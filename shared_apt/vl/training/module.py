@@ -1,5 +1,5 @@
 """The LightningModule shared by ViLT and METER (upstream: the training half of ViLTransformerSS /
-METERTransformerSS, vilt/modules/vilt_utils.py and objectives.py; vilt.md §3.3, §4, §5, §8).
+METERTransformerSS, vilt/modules/vilt_utils.py and objectives.py; docs/backbones.md, ViLT).
 
 Backbone classes subclass :class:`VisionLanguageModule` and provide the nn modules, ``infer(batch, ...)`` (upstream's
 output dict), the heads (``vqa_classifier``, ``nlvr2_classifier``, ``itm_score``, ``mlm_score``, ``rank_output``) and
@@ -73,7 +73,7 @@ class VisionLanguageModule(pl.LightningModule):
     backbone_name = "vl"
     head_lr_names: Tuple[str, ...] = VILT_HEAD_NAMES
     # NLVR2 split whose validation accuracy enters val/the_metric (checkpoint selection): upstream ViLT overwrites
-    # dev with test-P ("test"); METER selects on "dev" (meter.md §7)
+    # dev with test-P ("test"); METER selects on "dev" (docs/backbones.md, METER)
     nlvr2_selection_split: str = "test"
 
     def __init__(self, config: dict):
@@ -101,14 +101,14 @@ class VisionLanguageModule(pl.LightningModule):
         tasks = [k for k in TASK_ORDER if loss_names.get(k, 0) >= 1]
         if "mpp" in tasks:
             raise ValueError("loss_names.mpp >= 1: masked patch prediction cannot run (upstream's mask_tokens uses a "
-                             "mask_token the VisionTransformer never defines, vilt.md §5); set mpp to 0")
+                             "mask_token the VisionTransformer never defines, docs/backbones.md, ViLT); set mpp to 0")
         return tasks
 
     def set_tasks(self) -> None:
         """Upstream ``set_task``: the tasks whose loss_names value is >= 1."""
         self.current_tasks = self.executed_tasks()
 
-    # Head behaviours ViLT and METER share (vilt.md §1.6, meter.md §1.7) -------------------------------------------
+    # Head behaviours ViLT and METER share (docs/backbones.md, ViLT, docs/backbones.md, METER) -------------------------------------------
 
     def expand_modality_rows(self) -> None:
         """NLVR2: 3 modality rows; row 0 := old 0, rows 1 and 2 := old 1."""

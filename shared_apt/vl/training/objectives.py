@@ -1,8 +1,8 @@
-"""Training objectives of upstream ViLT (vilt/modules/objectives.py; vilt.md §5), written against the module
+"""Training objectives of upstream ViLT (vilt/modules/objectives.py; docs/backbones.md, ViLT), written against the module
 interface only (``pl_module.infer`` and the heads), so METER's module runs them unchanged.
 
 Every ``compute_*`` returns a dict whose keys containing "loss" are summed by the training step. Metric bookkeeping
-(running epoch metrics and per-step logging, vilt.md §8) is done by :func:`update_metrics`, called by the module after
+(running epoch metrics and per-step logging, docs/backbones.md, ViLT) is done by :func:`update_metrics`, called by the module after
 each objective; the objectives themselves are pure functions of the batch.
 """
 from __future__ import annotations
@@ -78,7 +78,7 @@ def ipot(C, x_len, x_pad, y_len, y_pad, joint_pad, beta: float, iteration: int, 
 
 def wpa_distance(text_feats, image_feats, text_masks, image_masks, beta: float = 0.5, iteration: int = 50,
                  k: int = 1, skip_second_image_token: bool = False) -> torch.Tensor:
-    """Word-patch alignment distance per sample (vilt.md §5), computed in fp32: trace(C · T)."""
+    """Word-patch alignment distance per sample (docs/backbones.md, ViLT), computed in fp32: trace(C · T)."""
     txt_mask, img_mask = text_masks.bool().clone(), image_masks.bool().clone()
     lengths = txt_mask.sum(dim=1)
     rows = torch.arange(txt_mask.shape[0], device=txt_mask.device)

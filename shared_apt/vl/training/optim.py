@@ -1,5 +1,5 @@
 """Optimiser and learning-rate schedule of upstream ViLT / METER (vilt/modules/vilt_utils.py ``set_schedule``;
-vilt.md §4), on Lightning 2.x.
+docs/backbones.md, ViLT), on Lightning 2.x.
 
 * Parameter groups: for the base rule and for every multiplier rule, one group with weight decay and one without
   (ViLT: 4 groups; METER passes its cross-modal and head rules: 6 groups). A parameter belongs to the first rule whose
@@ -181,7 +181,7 @@ def set_schedule(pl_module, lr_rules: Optional[Sequence[Tuple[Sequence[str], flo
     ``pl_module.lr_rules()`` (ViLT: vqa_classifier / nlvr2_classifier at lr x lr_mult). The base learning rate is
     ``learning_rate x peft_lr_scale`` (``peft_lr_scale`` defaults to 1 when absent)."""
     config = pl_module.hparams.config
-    # project key: PETL named configs keep the task's learning_rate and scale it (apt.md §1.7: x5)
+    # project key: PETL named configs keep the task's learning_rate and scale it (docs/methods.md, optimisation: x5)
     scale = config.get("peft_lr_scale", 1)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
         raise ValueError(f"peft_lr_scale={scale!r}: expected a positive number (the optimiser's base learning rate "

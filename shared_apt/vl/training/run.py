@@ -1,4 +1,4 @@
-"""Training / evaluation driver shared by ViLT/run.py and METER/run.py (upstream run.py, vilt.md §4, on Lightning 2.x).
+"""Training / evaluation driver shared by ViLT/run.py and METER/run.py (upstream run.py on Lightning 2.x; docs/backbones.md, ViLT).
 
     from shared_apt.vl.training.run import run
     run(config, ViLTransformerSS, lambda cfg: MTDataModule(cfg, dist=True))
