@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Dict
 
 import torch
 from torch import nn
 
+from .atomic import atomic_write, atomic_write_json
 from .config import ConfigError, MethodConfig, config_from_dict, method_config
 from .methods.base import TuningModule
 from .registry import get_method
@@ -142,19 +142,6 @@ def tuned_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().clone() for n, p in trainable_parameters(model).items()}
 
 
-def _atomic_write(path: str, write) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_tuned(model: nn.Module, path: str) -> None:
     """Write ``path/tuned.safetensors`` and ``path/tuned_config.json`` (each atomically)."""
     from safetensors.torch import save_file
@@ -170,13 +157,8 @@ def save_tuned(model: nn.Module, path: str) -> None:
         "tensors": {n: list(t.shape) for n, t in tensors.items()},
     }
     os.makedirs(path, exist_ok=True)
-    _atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp))
-
-    def write_json(tmp):
-        with open(tmp, "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
-
-    _atomic_write(os.path.join(path, CONFIG_NAME), write_json)
+    atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp))
+    atomic_write_json(os.path.join(path, CONFIG_NAME), meta, indent=2, sort_keys=True)
 
 
 def read_tuned_config(path: str) -> dict:

@@ -4,11 +4,12 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from typing import Iterable
 
 import torch
 from torch import nn
+
+from shared_apt.peft.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +110,4 @@ def _short(names: list, n: int = 12) -> str:
 
 def save_atomic(obj, path: str) -> None:
     """torch.save to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))

@@ -32,6 +32,7 @@ from pytorch_lightning.callbacks import Callback, ModelSummary
 
 from shared_apt.harness.backbones import BackboneUnavailable, backbone_names
 from shared_apt.harness.backbones import get_backbone as registry_backbone
+from shared_apt.peft.atomic import atomic_write_json
 from shared_apt.peft.config import ConfigError
 from shared_apt.peft.registry import get_method, method_names, parse_methods
 from shared_apt.vl.training.run import plain, run
@@ -492,11 +493,7 @@ def write_json(path: str, rows: Sequence[Row], meta: Mapping[str, Any], task: Ta
         "rows": [{**asdict(r), "additional_gflops": r.additional_gflops} for r in rows],
         **dict(extra or {}),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, default=str)
-    os.replace(tmp, path)
+    atomic_write_json(path, doc, indent=2, default=str)
 
 
 def plot(path: str, rows: Sequence[Row], task: TaskData, backbone: str) -> None:

@@ -24,6 +24,7 @@ import time
 from typing import List, Optional, Sequence
 
 
+from ...peft.atomic import atomic_write_json
 from . import compare
 from .demo import DEFAULT_CACHE
 
@@ -87,10 +88,7 @@ def prepare(train_dirs: Sequence[str], eval_dir: str, cache: str, *, all_images:
                                  show_progress=show_progress))
         sentences = [s for root, split in trains for s in _sentences(root, split)[:limit]]
         train_wordpiece_tokenizer(sentences, tok_dir, vocab_size=vocab_size, min_frequency=1)
-        tmp = marker + f".tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump({"rows": counts, "train": trains, "eval": [eval_root, eval_split]}, f, indent=1)
-        os.replace(tmp, marker)
+        atomic_write_json(marker, {"rows": counts, "train": trains, "eval": [eval_root, eval_split]}, indent=1)
     with open(marker) as f:
         written = json.load(f)
     tok = get_tokenizer(tok_dir)

@@ -11,6 +11,8 @@ from typing import Iterator, Sequence
 
 import pyarrow as pa
 
+from shared_apt.peft.atomic import atomic_path
+
 
 class ArrowFileError(RuntimeError):
     """A dataset file is missing, unreadable, or lacks a column the dataset needs."""
@@ -35,16 +37,10 @@ def read_arrow_table(path: str, required_columns: Sequence[str] = ()) -> pa.Tabl
 @contextmanager
 def arrow_file_writer(path: str, schema: pa.Schema) -> Iterator[pa.RecordBatchFileWriter]:
     """Stream record batches into `path`; the file only appears (atomically) if the block finishes."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         with pa.OSFile(tmp, "wb") as sink:
             with pa.ipc.new_file(sink, schema) as writer:
                 yield writer
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_arrow_table(table: pa.Table, path: str) -> None:

@@ -17,6 +17,7 @@ import shlex
 import sys
 from typing import Dict, Optional, Sequence
 
+from shared_apt.peft.atomic import atomic_write_json
 from shared_apt.vl.data.arrow import read_arrow_table
 
 DONE_MARKER = "DEMO_READY.json"
@@ -47,10 +48,7 @@ def ensure_demo(cache_dir: str, scale: float = 0.25, seed: int = 0) -> Dict[str,
         os.makedirs(root, exist_ok=True)
         make_demo_world(data_root, seed=seed, config=DemoWorldConfig().scaled(scale))
         train_wordpiece_tokenizer(_texts(data_root), tok_dir, vocab_size=2000, min_frequency=1)
-        tmp = marker + f".tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump({"scale": scale, "seed": seed}, f)
-        os.replace(tmp, marker)
+        atomic_write_json(marker, {"scale": scale, "seed": seed})
     tok = get_tokenizer(tok_dir)
     with open(os.path.join(data_root, "vqa_dict.json")) as f:
         vqa_labels = len(json.load(f))

@@ -19,7 +19,6 @@ output dict), the heads (``vqa_classifier``, ``nlvr2_classifier``, ``itm_score``
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -31,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from shared_apt.peft.atomic import atomic_write_json
 from shared_apt.vl.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
 
 from . import objectives
@@ -371,11 +371,7 @@ class VisionLanguageModule(pl.LightningModule):
                 answer = id2answer[p["answer_id"]] if p["answer_id"] in id2answer else "unknown"
                 rows.append({"question_id": p["question_id"], "answer": answer})
         path = self.submission_path()
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = path + f".tmp-{os.getpid()}"
-        with open(tmp, "w") as fp:
-            json.dump(rows, fp, indent=4)
-        os.replace(tmp, path)
+        atomic_write_json(path, rows, indent=4)
         log.info("wrote %d VQA answers to %s", len(rows), path)
         return path
 

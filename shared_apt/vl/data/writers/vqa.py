@@ -29,7 +29,6 @@ one, and an image that questions need but that is not on disk is an error (upstr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from collections import OrderedDict
@@ -39,6 +38,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
+from shared_apt.peft.atomic import atomic_write_json
 from shared_apt.vl.data.vqa import build_answer_vocabulary, labels_and_scores
 from shared_apt.vl.data.writers.common import (
     DEFAULT_BATCH_BYTES,
@@ -280,11 +280,7 @@ def index_coco_images(folder: str) -> Dict[int, str]:
 def write_vqa_dict(dataset_root: str, label2ans: Sequence[str]) -> str:
     """``vqa_dict.json``: ``{"<class id>": answer}``, the format of upstream's released id->answer file."""
     path = os.path.join(dataset_root, VQA_DICT_NAME)
-    os.makedirs(dataset_root, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fp:
-        json.dump({str(i): answer for i, answer in enumerate(label2ans)}, fp, ensure_ascii=False)
-    os.replace(tmp, path)
+    atomic_write_json(path, {str(i): answer for i, answer in enumerate(label2ans)}, ensure_ascii=False)
     return path
 
 
