@@ -36,7 +36,7 @@ task_config() {
 }
 
 # model_args <vqa|nlvr2|f30k> <train|eval>: what follows the task config (METER, as its README commands: the CLIP-16
-# and RoBERTa encoder configs, RandAugment for training, and on real data the APT authors' image sizes, apt.md §1.7)
+# and RoBERTa encoder configs, RandAugment for training, and on real data the APT authors' image sizes, docs/methods.md, optimisation)
 model_args() {
   case "$MODEL:$2" in
     meter:train) echo clip16 text_roberta clip_randaug ;;

@@ -153,3 +153,23 @@ def test_pooled_output_reads_the_text_cls_and_text_padding_is_masked():
     torch.manual_seed(0)
     out2 = model.infer(b2)
     assert torch.allclose(out["cls_feats"], out2["cls_feats"], atol=1e-6)
+
+
+def test_tuned_path_is_loaded_after_the_method_in_the_one_build_path(tmp_path):
+    torch.manual_seed(0)
+    src = ViLTransformerSS(vilt_config(peft="apt", peft_options={"num_prompts": 3})).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in shared_apt.trainable_parameters(src).values():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    shared_apt.save_tuned(src, str(tmp_path / "tuned"))
+    torch.manual_seed(0)  # same frozen backbone, other tuned values until tuned_path loads
+    dst = ViLTransformerSS(vilt_config(peft="apt", peft_options={"num_prompts": 3},
+                                       tuned_path=str(tmp_path / "tuned"))).eval()
+    b = vilt_batch(src.hparams.config)
+    torch.manual_seed(0)
+    a = src.infer(b)["cls_feats"]
+    torch.manual_seed(0)
+    assert torch.equal(a, dst.infer(b)["cls_feats"])
+    with pytest.raises(shared_apt.TunedWeightsError, match="num_prompts: file has 3, model has 4"):
+        ViLTransformerSS(vilt_config(peft="apt", peft_options={"num_prompts": 4}, tuned_path=str(tmp_path / "tuned")))

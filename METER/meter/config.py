@@ -106,6 +106,7 @@ def config():
     accelerator = "auto"          # "cpu" forces CPU processes
     max_bad_image_fraction = 0.01
     save_tuned_weights = True     # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints
+    tuned_path = ""               # a shared_apt.save_tuned folder loaded after the method is applied (evaluation)
     dataset_split_names = {"vqa": copy.deepcopy(METER_VQA_SPLITS), "gcc": {"val": [], "test": []}}  # docs/backbones.md, METER
     dataset_class_overrides = {}  # {dataset key: "module:Class"} (shared_apt.vl.data.datamodules)
 

@@ -87,6 +87,7 @@ def config():
     accelerator = "auto"        # "cpu" forces CPU processes (num_gpus then means processes, gloo backend)
     max_bad_image_fraction = 0.01
     save_tuned_weights = True   # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints
+    tuned_path = ""             # a shared_apt.save_tuned folder loaded after the method is applied (evaluation)
 
 
 add_peft_config(ex)  # method options as top-level keys (`with peft=apt apt_rank=4`) + named configs peft_<method>

@@ -13,8 +13,6 @@ import os
 import torch
 from torch import nn
 
-import shared_apt
-from shared_apt.peft.config import options_from_config
 from shared_apt.vl.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
 from shared_apt.vl.heads import ITMHead, MLMHead, Pooler, classifier, init_weights
 from shared_apt.peft.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
@@ -31,12 +29,10 @@ log = logging.getLogger(__name__)
 
 # Keys this project adds to upstream's config; models built from an upstream config dict get these defaults.
 PROJECT_DEFAULTS = {
+    **VisionLanguageModule.project_defaults,
     "visual_encoder_config": None,  # {width, layers (blocks built), heads, patch_size}; None: from `vit` (ViT-B/16)
     "text_encoder_config": None,    # RobertaConfig (or BertConfig) kwargs over roberta-base (bert-base-uncased)
     "cls_token_id": None,           # class-token init id; None: the text config's bos id (<s> = 0) / [CLS] 101
-    "peft": "full",
-    "peft_options": {},
-    "trust_checkpoint": False,
     "peft_lr_scale": 1,             # the optimiser trains at learning_rate x peft_lr_scale (PETL configs: 5)
 }
 
@@ -209,6 +205,7 @@ class METERTransformerSS(VisionLanguageModule):
     backbone_name = "meter"
     head_lr_names = HEAD_NAMES
     nlvr2_selection_split = "dev"  # METER's val/the_metric uses the NLVR2 dev accuracy (docs/backbones.md, METER)
+    project_defaults = PROJECT_DEFAULTS
 
     def __init__(self, config: dict):
         config = dict(config)
@@ -275,14 +272,15 @@ class METERTransformerSS(VisionLanguageModule):
             self.vqa_classifier = classifier(2 * H, 2 * H, cfg("vqav2_label_size"))
             self.vqa_classifier.apply(init_weights)
 
-        # 4. fine-tuning start point
-        load_path, test_only = cfg("load_path"), cfg("test_only")
-        if not load_path:
-            self._load_clip_init(config.get("vit", ""))
-        if load_path and not test_only:
-            self.load_upstream(load_path)
+        # 4. checkpoint, heads created after loading, method, evaluation checkpoint, tuned weights
+        self.finish_build(config)
 
-        # 5. heads created after loading
+    def init_without_checkpoint(self, config: dict) -> None:
+        self._load_clip_init(config.get("vit", ""))
+
+    def build_heads_after_load(self, config: dict) -> None:
+        cfg = lambda k: self.cfg(k, config)  # noqa: E731
+        H, loss = cfg("hidden_size"), cfg("loss_names")
         if loss.get("nlvr2", 0) > 0:
             self.nlvr2_classifier = classifier(4 * H, 2 * H, 2)
             self.nlvr2_classifier.apply(init_weights)
@@ -294,16 +292,6 @@ class METERTransformerSS(VisionLanguageModule):
             self.tie_rank_output()
             for p in self.itm_score.parameters():
                 p.requires_grad = False
-        self.margin = 0.2
-
-        self.class_token = None
-        shared_apt.apply(self, cfg("peft"), **options_from_config(config))
-
-        # 6. evaluation of a fine-tuned checkpoint
-        if load_path and test_only:
-            self.load_upstream(load_path)
-
-        self.setup_metrics()
 
     # ------------------------------------------------------------------------------------------------------------
     # Tasks (docs/backbones.md, METER)

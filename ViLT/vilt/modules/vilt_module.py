@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import shared_apt
-from shared_apt.peft.config import options_from_config
 from shared_apt.vl.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
 from shared_apt.vl.heads import ITMHead, MLMHead, MPPHead, Pooler, classifier, init_weights
 from shared_apt.peft.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
@@ -25,20 +23,10 @@ log = logging.getLogger(__name__)
 
 # Keys this project adds to upstream's config; models built from an upstream config dict get these defaults.
 PROJECT_DEFAULTS = {
+    **VisionLanguageModule.project_defaults,
     "pos_embed_grid": None,       # None: image_size // patch_size (12 for ViT-B/32 at 384)
     "cls_token_id": 101,          # [CLS] id of the tokenizer (class-token initialisation)
-    "peft": "full",
-    "peft_options": {},
-    "trust_checkpoint": False,
 }
-
-
-def config_value(config: dict, key: str):
-    if key in config:
-        return config[key]
-    if key in PROJECT_DEFAULTS:
-        return PROJECT_DEFAULTS[key]
-    raise KeyError(f"config has no key {key!r}")
 
 
 class BertEmbeddings(nn.Module):
@@ -71,10 +59,11 @@ class ViLTransformerSS(VisionLanguageModule):
     project keys in ``PROJECT_DEFAULTS``."""
 
     backbone_name = "vilt"
+    project_defaults = PROJECT_DEFAULTS
 
     def __init__(self, config: dict):
         super().__init__(config)
-        cfg = lambda k: config_value(config, k)  # noqa: E731
+        cfg = lambda k: self.cfg(k, config)  # noqa: E731
         H = cfg("hidden_size")
         self.text_embeddings = BertEmbeddings(cfg("vocab_size"), H, cfg("max_text_len"), cfg("drop_rate"))
         self.text_embeddings.apply(init_weights)
@@ -100,12 +89,15 @@ class ViLTransformerSS(VisionLanguageModule):
             self.mpp_score = MPPHead(H)
             self.mpp_score.apply(init_weights)
 
-        load_path, test_only = cfg("load_path"), cfg("test_only")
-        if not load_path:
-            self._load_vit_init(cfg("vit"))
-        if load_path and not test_only:
-            self.load_upstream(load_path)
+        self.finish_build(config)
 
+    def init_without_checkpoint(self, config: dict) -> None:
+        self._load_vit_init(self.cfg("vit", config))
+
+    def build_heads_after_load(self, config: dict) -> None:
+        """Upstream creates the task heads after ``load_path`` is read: they always start fresh."""
+        cfg = lambda k: self.cfg(k, config)  # noqa: E731
+        H, loss = cfg("hidden_size"), cfg("loss_names")
         if loss.get("vqa", 0) > 0:
             self.vqa_classifier = classifier(H, 2 * H, cfg("vqav2_label_size"))
             self.vqa_classifier.apply(init_weights)
@@ -118,15 +110,6 @@ class ViLTransformerSS(VisionLanguageModule):
             self.tie_rank_output()
             for p in self.itm_score.parameters():
                 p.requires_grad = False
-        self.margin = 0.2
-
-        self.class_token = None
-        shared_apt.apply(self, cfg("peft"), **options_from_config(config))
-
-        if load_path and test_only:
-            self.load_upstream(load_path)
-
-        self.setup_metrics()
 
     # ------------------------------------------------------------------------------------------------------------
     # Loading (docs/backbones.md, ViLT)
@@ -134,7 +117,7 @@ class ViLTransformerSS(VisionLanguageModule):
     def load_upstream(self, path: str) -> None:
         """Upstream ``load_path`` semantics (strict=False) with every difference named; rank_output is re-tied to
         ITM row 1 when the checkpoint has no rank_output."""
-        ckpt = load_checkpoint(path, trust=config_value(self.hparams.config, "trust_checkpoint"))
+        ckpt = load_checkpoint(path, trust=self.cfg("trust_checkpoint"))
         sd = dict(state_dict_of(ckpt, path))
         if hasattr(self, "nlvr2_classifier") and "token_type_embeddings.weight" in sd:
             rows = sd["token_type_embeddings.weight"]
@@ -187,8 +170,8 @@ class ViLTransformerSS(VisionLanguageModule):
             signature={
                 "backbone": "vilt", "hidden_size": t.embed_dim, "num_layers": len(t.blocks),
                 "num_heads": t.blocks[0].attn.num_heads if len(t.blocks) else 0,
-                "mlp_ratio": config_value(cfg, "mlp_ratio"), "patch_size": t.patch_size, "pos_embed_grid": t.grid,
-                "vocab_size": config_value(cfg, "vocab_size"), "max_text_len": config_value(cfg, "max_text_len"),
+                "mlp_ratio": self.cfg("mlp_ratio", cfg), "patch_size": t.patch_size, "pos_embed_grid": t.grid,
+                "vocab_size": self.cfg("vocab_size", cfg), "max_text_len": self.cfg("max_text_len", cfg),
             },
             prepare=self._prepare_for_method,
         )
@@ -199,7 +182,7 @@ class ViLTransformerSS(VisionLanguageModule):
         if method == "full":
             return
         emb = self.text_embeddings
-        cls_value = config_value(self.hparams.config, "cls_token_id")
+        cls_value = self.cfg("cls_token_id")
         if not 0 <= cls_value < emb.word_embeddings.num_embeddings:
             raise ValueError(f"config cls_token_id={cls_value} is outside the vocabulary "
                              f"(vocab_size={emb.word_embeddings.num_embeddings}): set it to the tokenizer's [CLS] id")

@@ -108,7 +108,63 @@ class VisionLanguageModule(pl.LightningModule):
         """Upstream ``set_task``: the tasks whose loss_names value is >= 1."""
         self.current_tasks = self.executed_tasks()
 
-    # Head behaviours ViLT and METER share (docs/backbones.md, ViLT, docs/backbones.md, METER) -------------------------------------------
+    # ------------------------------------------------------------------------------------------------------------
+    # The one build path (construct -> load checkpoint -> apply method -> load tuned weights)
+
+    # Keys this project adds to upstream's config; a model built from an upstream config dict gets these defaults.
+    project_defaults: Dict[str, object] = {"peft": "full", "peft_options": {}, "trust_checkpoint": False,
+                                           "tuned_path": ""}
+
+    def cfg(self, key: str, config: Optional[dict] = None):
+        """``config[key]``, else the project default, else KeyError naming the key."""
+        config = self.hparams.config if config is None else config
+        if key in config:
+            return config[key]
+        if key in self.project_defaults:
+            return self.project_defaults[key]
+        raise KeyError(f"{self.backbone_name} config has no key {key!r}")
+
+    def finish_build(self, config: dict) -> None:
+        """Every backbone's constructor ends here, once its modules and the heads that exist before loading are
+        built (upstream's order, so checkpoints load the same way):
+
+        1. ``load_path`` (fine-tuning start point, ``test_only`` False) through ``load_upstream``; without
+           ``load_path``, ``init_without_checkpoint`` (the pre-trained encoders' own weights, where available);
+        2. ``build_heads_after_load``: heads upstream creates after loading (NLVR2 head and modality rows,
+           ``rank_output``), so they start fresh;
+        3. the tuning method (``peft`` and its options, shared_apt.apply);
+        4. ``load_path`` again when ``test_only`` (a fine-tuned checkpoint holds the method's tensors too);
+        5. ``tuned_path``: tuned weights written by shared_apt.save_tuned (method tensors + common trainable set);
+        6. the metrics of the executed tasks."""
+        import shared_apt
+        from shared_apt.peft.config import options_from_config
+
+        load_path, test_only = self.cfg("load_path", config), self.cfg("test_only", config)
+        if not load_path:
+            self.init_without_checkpoint(config)
+        elif not test_only:
+            self.load_upstream(load_path)
+        self.build_heads_after_load(config)
+        self.margin = 0.2
+        self.class_token = None
+        shared_apt.apply(self, self.cfg("peft", config), **options_from_config(config))
+        if load_path and test_only:
+            self.load_upstream(load_path)
+        tuned = self.cfg("tuned_path", config)
+        if tuned:
+            shared_apt.load_tuned(self, tuned)
+        self.setup_metrics()
+
+    def init_without_checkpoint(self, config: dict) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define init_without_checkpoint")
+
+    def build_heads_after_load(self, config: dict) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define build_heads_after_load")
+
+    def load_upstream(self, path: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must define load_upstream")
+
+    # Head behaviours ViLT and METER share (docs/backbones.md) -----------------------------------------------------
 
     def expand_modality_rows(self) -> None:
         """NLVR2: 3 modality rows; row 0 := old 0, rows 1 and 2 := old 1."""
