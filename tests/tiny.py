@@ -1,27 +1,33 @@
 """Tiny backbones and batches shared by the tests (same code as the real sizes, small dimensions)."""
 from __future__ import annotations
 
+import copy
+
 import torch
 
-from vilt.config import config as _vilt_config_fn  # noqa: F401  (Sacred config function)
+_DEFAULTS = None
+
+# What the tests change on top of upstream's Sacred defaults (besides the tiny geometry): a VQA model, one epoch,
+# no workers, fp32, no dropout.
+TEST_SETTINGS = {
+    "datasets": ["vqa"], "loss_names": {"itm": 0, "mlm": 0, "mpp": 0, "vqa": 1, "nlvr2": 0, "irtr": 0},
+    "batch_size": 8, "per_gpu_batchsize": 4, "max_epoch": 1, "max_steps": None, "warmup_steps": 0.1,
+    "num_workers": 0, "precision": 32, "drop_rate": 0.0, "draw_false_image": 0, "max_image_len": -1,
+    "vqav2_label_size": 11, "vocab_size": 50, "peft": "full", "peft_options": {},
+}
 
 
 def vilt_config(**overrides) -> dict:
-    """Upstream ViLT defaults (docs/backbones.md, ViLT) at a tiny geometry."""
-    cfg = {
-        "exp_name": "vilt", "seed": 0, "datasets": ["vqa"],
-        "loss_names": {"itm": 0, "mlm": 0, "mpp": 0, "vqa": 1, "nlvr2": 0, "irtr": 0},
-        "batch_size": 8, "train_transform_keys": ["pixelbert"], "val_transform_keys": ["pixelbert"],
-        "image_size": 64, "max_image_len": -1, "patch_size": 16, "draw_false_image": 0, "image_only": False,
-        "vqav2_label_size": 11, "max_text_len": 12, "tokenizer": "bert-base-uncased", "vocab_size": 50,
-        "whole_word_masking": False, "mlm_prob": 0.15, "draw_false_text": 0, "vit": "vit_base_patch32_384",
-        "hidden_size": 32, "num_heads": 4, "num_layers": 2, "mlp_ratio": 4, "drop_rate": 0.0,
-        "optim_type": "adamw", "learning_rate": 1e-4, "weight_decay": 0.01, "decay_power": 1, "max_epoch": 1,
-        "max_steps": None, "warmup_steps": 0.1, "end_lr": 0, "lr_mult": 1, "get_recall_metric": False,
-        "resume_from": None, "fast_dev_run": False, "val_check_interval": 1.0, "test_only": False,
-        "data_root": "", "log_dir": "result", "per_gpu_batchsize": 4, "num_gpus": 1, "num_nodes": 1,
-        "load_path": "", "num_workers": 0, "precision": 32, "cls_token_id": 2, "peft": "full", "peft_options": {},
-    }
+    """Upstream ViLT defaults (the Sacred config, docs/backbones.md, ViLT) at the tiny geometry ViLT registers for
+    tests and benchmarks (``vilt.profiling.TINY``: hidden 32, 2 layers, 4 heads, patch 16, 64 px)."""
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        from shared_apt.vl.training.run import resolve_config
+        from vilt.config import ex
+        from vilt.profiling import TINY
+
+        _DEFAULTS = {**resolve_config(ex), **TINY, **TEST_SETTINGS}
+    cfg = copy.deepcopy(_DEFAULTS)
     loss = overrides.pop("loss_names", None)
     if loss:
         cfg["loss_names"] = {**{k: 0 for k in cfg["loss_names"]}, **loss}

@@ -48,11 +48,10 @@ TINY = {"image_size": 64, "patch_size": 16, "input_image_embed_size": 64, "input
 def config(method: str, options: dict, size: str = "base") -> dict:
     """Upstream VQA fine-tuning config (task_finetune_vqa_clip_bert clip16 text_roberta) at 384 px, dropout off."""
     from meter.config import ex
+    from shared_apt.vl.training.run import resolve_config
 
-    cfg = dict(ex.configurations[0]())
-    for name in ("task_finetune_vqa_clip_bert", "clip16", "text_roberta"):
-        cfg.update(ex.named_configs[name]())
-    cfg.update(image_size=384, peft=method, peft_options=dict(options), drop_rate=0.0)
+    cfg = resolve_config(ex, ("task_finetune_vqa_clip_bert", "clip16", "text_roberta"),
+                         dict(image_size=384, peft=method, peft_options=dict(options), drop_rate=0.0))
     if size == "tiny":
         cfg.update(TINY)
     elif size != "base":

@@ -29,20 +29,16 @@ TINY = {"hidden_size": 32, "num_heads": 4, "num_layers": 2, "patch_size": 16, "i
 
 
 def config(method: str, options: dict, size: str = "base") -> dict:
-    cfg = _sacred_defaults()
-    cfg.update(loss_names={"itm": 0, "mlm": 0, "mpp": 0, "vqa": 1, "nlvr2": 0, "irtr": 0}, peft=method,
-               peft_options=dict(options), drop_rate=0.0)
+    from shared_apt.vl.training.run import resolve_config
+    from vilt.config import ex
+
+    cfg = resolve_config(ex, (), dict(loss_names={"itm": 0, "mlm": 0, "mpp": 0, "vqa": 1, "nlvr2": 0, "irtr": 0},
+                                      peft=method, peft_options=dict(options), drop_rate=0.0))
     if size == "tiny":
         cfg.update(TINY)
     elif size != "base":
         raise ValueError(f"size {size!r}: expected 'base' or 'tiny'")
     return cfg
-
-
-def _sacred_defaults() -> dict:
-    from vilt.config import ex
-
-    return dict(ex.configurations[0]())
 
 
 def build(method: str, device="meta", size: str = "base", **options):

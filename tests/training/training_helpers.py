@@ -3,12 +3,10 @@
 
 def demo_config(demo, log_dir, **overrides):
     """The full ViLT config (Sacred defaults + task_finetune_vqa + tiny_vilt) on the demo world, as a plain dict."""
+    from shared_apt.vl.training.run import resolve_config
     from vilt.config import ex
 
-    named = overrides.pop("named", ["task_finetune_vqa", "tiny_vilt"])
-    run = ex._create_run(command_name="print_config", named_configs=named, config_updates={},
-                         options={"--loglevel": "ERROR"})
-    cfg = {k: v for k, v in run.config.items()}
+    cfg = resolve_config(ex, overrides.pop("named", ["task_finetune_vqa", "tiny_vilt"]))
     cfg.update({
         "data_root": demo["data_root"], "tokenizer": demo["tokenizer"], "vocab_size": demo["vocab_size"],
         "vqav2_label_size": demo["vqa_labels"], "cls_token_id": demo["cls_token_id"], "log_dir": str(log_dir),

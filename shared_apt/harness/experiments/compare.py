@@ -35,7 +35,7 @@ from shared_apt.harness.backbones import get_backbone as registry_backbone
 from shared_apt.peft.atomic import atomic_write_json
 from shared_apt.peft.config import ConfigError
 from shared_apt.peft.registry import get_method, method_names, parse_methods
-from shared_apt.vl.training.run import plain, run
+from shared_apt.vl.training.run import plain, resolve_config, run
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +111,7 @@ OPTIONAL_KEYS = ("progress_bar", "dataset_split_names", "dataset_class_overrides
 def build_config(bb: Backbone, named: Sequence[str], overrides: Mapping[str, Any]) -> dict:
     """The backbone's Sacred config with `named` configs applied, then `overrides` (keys must exist in the config or
     be one of OPTIONAL_KEYS)."""
-    ex = bb.ex()
-    sacred_run = ex._create_run(command_name="print_config", named_configs=list(named), config_updates={},
-                                options={"--loglevel": "ERROR", "--force": True})
-    cfg = plain(dict(sacred_run.config))
+    cfg = resolve_config(bb.ex(), named)
     unknown = sorted(k for k in overrides if k not in cfg and k not in OPTIONAL_KEYS)
     if unknown:
         raise KeyError(f"{bb.name}: unknown config key(s) {unknown}")

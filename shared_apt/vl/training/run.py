@@ -76,6 +76,17 @@ def plain(obj):
     return copy.deepcopy(obj)
 
 
+def resolve_config(experiment, named: Sequence[str] = (), updates: Optional[Mapping[str, Any]] = None) -> dict:
+    """The one way a resolved config is made outside ``python run.py``: the experiment's config scopes with the
+    ``named`` configs applied left to right (Sacred's own resolution, as on the command line), as a plain dict, then
+    ``updates`` laid over it (whole values replaced)."""
+    sacred_run = experiment._create_run(command_name="print_config", named_configs=list(named), config_updates={},
+                                        options={"--loglevel": "ERROR", "--force": True})
+    config = plain(dict(sacred_run.config))
+    config.update(plain(dict(updates or {})))
+    return config
+
+
 REQUIRED_KEYS = ("exp_name", "seed", "loss_names", "batch_size", "per_gpu_batchsize", "num_gpus", "num_nodes",
                  "precision", "max_epoch", "max_steps", "log_dir", "load_path", "test_only", "resume_from",
                  "val_check_interval", "learning_rate", "optim_type", "warmup_steps", "decay_power", "end_lr",
@@ -142,8 +153,7 @@ def command_line_added_keys(experiment, sacred_run) -> set:
     words = (sacred_run.meta_info.get("options") or {}).get("UPDATE") or []
     updates, named = get_config_updates(list(words))
     if updates:
-        base = experiment._create_run(command_name="print_config", named_configs=list(named), config_updates={},
-                                      options={"--loglevel": "ERROR"}).config
+        base = resolve_config(experiment, named)
         added |= {key for key, _ in iterate_flattened(updates) if not _has_path(base, key)}
     return added
 
