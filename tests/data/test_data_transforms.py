@@ -8,8 +8,12 @@ import torch
 from PIL import Image
 
 from shared_apt.vl.data.transforms import (CLIP_MEAN, CLIP_STD, RANDAUG_OPS, MinMaxResize, RandAugment,
-                                        TransformKeyError, image_mode_for_keys, keys_to_transforms, min_max_size,
-                                        shorter_side_size)
+                                           ResizeShorter, TransformKeyError, image_mode_for_keys, keys_to_transforms,
+                                           min_max_size)
+
+
+def shorter_side_size(w, h, size):
+    return ResizeShorter(size)(Image.new("RGB", (w, h))).size
 
 
 @pytest.mark.parametrize("w, h, expected", [
@@ -122,3 +126,19 @@ def test_registry_errors_and_image_mode():
         keys_to_transforms([], 64)
     assert image_mode_for_keys(["pixelbert"]) == "RGB"
     assert image_mode_for_keys(["clip_randaug"]) == "RGBA"
+
+
+def test_clip_transform_equals_a_transcription_of_meters_chain():
+    """METER's torchvision chain written out with PIL and numpy: bicubic shorter-side resize (int(size x long /
+    short)), centre crop at int(round((side - size) / 2)), RGB, /255, (x - mean) / std."""
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (90, 130, 4), dtype=np.uint8), "RGBA")
+    tr, = keys_to_transforms(["clip"], size=48)
+    w = int(48 * 130 / 90)
+    resized = img.resize((w, 48), resample=Image.BICUBIC)
+    left = int(round((w - 48) / 2.0))
+    crop = resized.crop((left, 0, left + 48, 48)).convert("RGB")
+    arr = np.asarray(crop, dtype=np.float32) / 255.0
+    want = (arr - np.array(CLIP_MEAN, dtype=np.float32)) / np.array(CLIP_STD, dtype=np.float32)
+    got = tr(img)
+    assert torch.allclose(got, torch.from_numpy(want).permute(2, 0, 1), atol=1e-6)

@@ -366,3 +366,13 @@ def test_method_options_as_top_level_config_keys():
     c = ex._create_run(named_configs=["peft_apt"], config_updates={"num_prompts": 7}).config
     assert all(k in c for k in OPTION_KEYS)
     assert c["num_prompts"] == 7 and c["peft_options"]["num_prompts"] == 200
+
+
+def test_position_resize_down_is_plain_bicubic_without_antialias():
+    """Loading a 384 px checkpoint at 224 shrinks the grid: upstream's F.interpolate has no antialiasing."""
+    pe = torch.randn(1 + 6 * 6, 8, generator=torch.Generator().manual_seed(0))
+    grid = pe[1:].reshape(1, 6, 6, 8).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, size=(4, 4), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(16, 8)
+    out = resize_positions(pe, 4)
+    torch.testing.assert_close(out[0], pe[0], atol=0, rtol=0)
+    torch.testing.assert_close(out[1:], want, atol=0, rtol=0)

@@ -15,7 +15,7 @@ import logging
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -142,11 +142,9 @@ def resize_positions(pos: torch.Tensor, new_grid: int) -> torch.Tensor:
         raise ValueError(f"visual.positional_embedding has {rows} rows: not 1 + a square grid")
     if g0 == new_grid:
         return pos
-    grid = pos[1:].reshape(1, g0, g0, dim).permute(0, 3, 1, 2)
-    dtype = grid.dtype
-    grid = F.interpolate(grid.float(), size=(new_grid, new_grid), mode="bicubic", align_corners=False).to(dtype)
-    grid = grid.permute(0, 2, 3, 1).reshape(new_grid * new_grid, dim)
-    return torch.cat([pos[:1], grid], dim=0)
+    out = resample_abs_pos_embed(pos[None], [new_grid, new_grid], [g0, g0], num_prefix_tokens=1,
+                                 interpolation="bicubic", antialias=False, align_corners=False)
+    return out[0]
 
 
 def adapt_position_encoding(state_dict: dict, image_size: int, patch_size: int, source: str = "<state_dict>") -> dict:

@@ -186,6 +186,8 @@ class VisionTransformer(nn.Module):
         x_w = x_mask[:, 0].sum(dim=2)[:, 0]
 
         G = self.grid
+        # upstream's expression kept verbatim: one non-square grid per image, zero-padded to the batch's patch grid
+        # (timm's resample_abs_pos_embed computes the same F.interpolate, only with reshapes around it)
         spatial_pos = self.pos_embed[:, 1:, :].transpose(1, 2).reshape(1, C, G, G)
         pos_embed = torch.cat(
             [

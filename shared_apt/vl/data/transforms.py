@@ -20,8 +20,8 @@ import random
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
-import torch
 from PIL import Image, ImageEnhance, ImageOps
+from torchvision import transforms
 
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
@@ -40,35 +40,11 @@ class TransformKeyError(KeyError):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """torchvision ``ToTensor`` for 8-bit PIL images: [3, H, W] float32 in [0, 1] (other modes made RGB first)."""
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
-
-
-class Normalize:
-    """torchvision ``Normalize``: (x - mean) / std per channel."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class Compose:
-    """Apply callables in order (torchvision ``Compose``); ``transforms`` is a list one may insert into."""
-
-    def __init__(self, transforms: List[Callable]):
-        self.transforms = list(transforms)
-
-    def __call__(self, x):
-        for t in self.transforms:
-            x = t(x)
-        return x
+# Upstream composes torchvision transforms (ToTensor, Normalize, Compose; METER also Resize and CenterCrop): they are
+# used as they are. Hand-written below only what upstream wrote itself: MinMaxResize and RandAugment.
+to_tensor = transforms.ToTensor()
+Normalize = transforms.Normalize
+Compose = transforms.Compose
 
 
 class ConvertMode:
@@ -115,43 +91,17 @@ class MinMaxResize:
         return image.resize((w, h), resample=Image.BICUBIC)
 
 
-def shorter_side_size(width: int, height: int, size: int) -> Tuple[int, int]:
-    """torchvision 0.8 ``Resize(int)``: shorter side -> size, longer side -> int(size x long / short)."""
-    if width < height:
-        return size, int(size * height / width)
-    return int(size * width / height), size
+def ResizeShorter(size: int) -> transforms.Resize:
+    """METER's ``Resize(size, interpolation=BICUBIC)``: shorter side -> size, longer side int(size x long / short)."""
+    return transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC)
 
 
-class ResizeShorter:
-    """torchvision ``Resize(size, interpolation=BICUBIC)`` with an int size, on a PIL image of any mode."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        w, h = image.size
-        if (w <= h and w == self.size) or (h <= w and h == self.size):
-            return image
-        return image.resize(shorter_side_size(w, h, self.size), resample=Image.BICUBIC)
-
-
-class CenterCrop:
-    """torchvision ``CenterCrop(size)``: offsets int(round((side - size) / 2)) per axis."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        w, h = image.size
-        if w < self.size or h < self.size:
-            raise ValueError(f"CenterCrop({self.size}) of a {w}x{h} image: resize first")
-        top = int(round((h - self.size) / 2.0))
-        left = int(round((w - self.size) / 2.0))
-        return image.crop((left, top, left + self.size, top + self.size))
+CenterCrop = transforms.CenterCrop
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# RandAugment (upstream vilt/transforms/randaug.py: 14 ops, n = 2, m = 9)
+# RandAugment (upstream vilt/transforms/randaug.py: 14 ops, n = 2, m = 9). Hand-written: torchvision's RandAugment
+# has another op set, magnitude scale and random generator, so it would not draw upstream's augmentations.
 # ----------------------------------------------------------------------------------------------------------------
 
 
