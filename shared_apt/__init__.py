@@ -3,6 +3,7 @@ attention layers (see shared_apt.sites)."""
 from .api import (apply, describe, load_tuned, merge, peft_config, remove, save_tuned, set_trainable,
                   trainable_parameters, tuned_state_dict, tuning_modules, unmerge, updated_parameter_count,
                   TunedWeightsError)
+from .official import OfficialCheckpointError, export_official, load_official
 from .config import METHODS, ConfigError, PeftConfig
 from .sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite
 
@@ -10,5 +11,5 @@ __all__ = [
     "apply", "describe", "load_tuned", "merge", "peft_config", "remove", "save_tuned", "set_trainable",
     "trainable_parameters", "tuned_state_dict", "tuning_modules", "unmerge", "updated_parameter_count",
     "TunedWeightsError", "METHODS", "ConfigError", "PeftConfig", "AttentionSite", "BackboneSpec", "LinearSlot",
-    "SequenceSite",
+    "SequenceSite", "load_official", "export_official", "OfficialCheckpointError",
 ]

@@ -15,6 +15,7 @@ POLICIES_WITHOUT_MODULES = ("full", "classifier")
 APT_VARIANTS = ("lowrank", "identity", "dense")
 APT_ALPHA_MODES = ("token", "prompt", "global", "none")
 PROMPT_PLACEMENTS = ("default", "append", "prepend")
+DEEP_PROMPT_SITES = ("all", "cross")
 
 
 class ConfigError(ValueError):
@@ -39,6 +40,7 @@ class PeftConfig:
     pa_bottleneck: int = 96
     pa_scale: float = 4.0
     prompt_placement: str = "default"  # shallow prompt: backbone default (ViLT append, METER prepend) or forced
+    deep_prompt_sites: str = "all"     # deep prompt: every attention (paper) or "cross"-attentions only (METER official code)
 
     # --------------------------------------------------------------------------------------------------
     def __post_init__(self):
@@ -66,6 +68,8 @@ class PeftConfig:
              "adapter_bottleneck", self.adapter_bottleneck, "an integer >= 1")
         need(isinstance(self.pa_bottleneck, int) and self.pa_bottleneck >= 1,
              "pa_bottleneck", self.pa_bottleneck, "an integer >= 1")
+        need(self.deep_prompt_sites in DEEP_PROMPT_SITES, "deep_prompt_sites", self.deep_prompt_sites,
+             f"one of {DEEP_PROMPT_SITES}")
         need(self.prompt_placement in PROMPT_PLACEMENTS, "prompt_placement", self.prompt_placement,
              f"one of {PROMPT_PLACEMENTS}")
 
@@ -110,7 +114,7 @@ class PeftConfig:
         """The options that change the attached modules (used to compare a saved file with a model)."""
         prefix = {
             "apt": ("num_prompts", "apt_"), "shallow_prompt": ("num_prompts", "prompt_placement"),
-            "deep_prompt": ("num_prompts",), "lora": ("lora_rank", "lora_targets"),
+            "deep_prompt": ("num_prompts", "deep_prompt_sites"), "lora": ("lora_rank", "lora_targets"),
             "adapter": ("adapter_bottleneck",), "scaled_pa": ("pa_bottleneck", "pa_scale"),
         }.get(self.method, ())
         d = self.to_dict()

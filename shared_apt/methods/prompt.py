@@ -76,4 +76,10 @@ def attach_shallow(spec, config) -> list:
 
 
 def attach_deep(spec, config) -> list:
-    return [DeepPrompt(site.dim, config.num_prompts).attach(site) for site in spec.attention_sites]
+    """One prompt set per attention site; ``deep_prompt_sites="cross"``: cross-attention sites only (the METER
+    variant of the authors' code: prompts are extra keys/values of the other stream, entering raw)."""
+    sites = [s for s in spec.attention_sites if config.deep_prompt_sites == "all" or s.kind == "cross"]
+    if not sites:
+        raise ValueError(f"deep_prompt_sites={config.deep_prompt_sites!r}: backbone "
+                         f"{spec.signature.get('backbone')} has no such attention site")
+    return [DeepPrompt(site.dim, config.num_prompts).attach(site) for site in sites]

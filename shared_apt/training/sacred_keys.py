@@ -21,6 +21,7 @@ def peft_option_keys():
     pa_bottleneck = None  # noqa: F841
     pa_scale = None  # noqa: F841
     prompt_placement = None  # noqa: F841
+    deep_prompt_sites = None  # noqa: F841
 
 
 # The tuning methods with the APT paper's settings (apt.md §1.7, §2), the same for every backbone: PETL methods train

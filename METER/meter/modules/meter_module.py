@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import shared_apt
+from shared_apt import official
 from shared_apt.config import options_from_config
 from shared_apt.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
 from shared_apt.heads import ITMHead, MLMHead, Pooler, classifier, init_weights
@@ -297,11 +298,15 @@ class METERTransformerSS(VisionLanguageModule):
         self.margin = 0.2
 
         self.class_token = None
-        shared_apt.apply(self, cfg("peft"), **options_from_config(config))
+        options, upstream = options_from_config(config), None
+        if load_path and test_only:  # a checkpoint of the authors' code brings its method's sizes and variant
+            upstream = self.read_upstream(load_path)
+            options = official.options_for(self, cfg("peft"), options, upstream, source=load_path)
+        shared_apt.apply(self, cfg("peft"), **options)
 
         # 6. evaluation of a fine-tuned checkpoint
         if load_path and test_only:
-            self.load_upstream(load_path)
+            self.load_upstream(load_path, upstream)
 
         self.setup_metrics()
 
@@ -333,12 +338,17 @@ class METERTransformerSS(VisionLanguageModule):
     # ------------------------------------------------------------------------------------------------------------
     # Loading (meter.md §1.8, §2)
 
-    def load_upstream(self, path: str) -> None:
+    def read_upstream(self, path: str) -> dict:
+        ckpt = load_checkpoint(path, trust=config_value(self.hparams.config, "trust_checkpoint"))
+        return dict(state_dict_of(ckpt, path))
+
+    def load_upstream(self, path: str, state_dict: dict = None) -> None:
         """Upstream ``load_path`` semantics: positions resized to this image_size, strict=False with every difference
         named; the RoBERTa ``position_ids`` buffer (persistent in transformers 4.6) is accepted and ignored;
-        rank_output is re-tied to ITM row 1 when the checkpoint has none."""
-        ckpt = load_checkpoint(path, trust=config_value(self.hparams.config, "trust_checkpoint"))
-        sd = dict(state_dict_of(ckpt, path))
+        rank_output is re-tied to ITM row 1 when the checkpoint has none. Checkpoints of the authors' APT code are
+        converted to this project's names first (shared_apt.official). ``state_dict``: the file's, when already read."""
+        sd = dict(state_dict) if state_dict is not None else self.read_upstream(path)
+        sd = official.to_project(self, sd, source=path)
         sd = adapt_position_encoding(sd, self.vit_model.visual.input_resolution, self.vit_model.visual.patch_size,
                                      source=path)
         if hasattr(self, "nlvr2_classifier") and "token_type_embeddings.weight" in sd:
@@ -398,6 +408,28 @@ class METERTransformerSS(VisionLanguageModule):
                 "input_image_embed_size": config_value(cfg, "input_image_embed_size"),
             },
             prepare=self._prepare_for_method,
+        )
+
+    def official_layout(self) -> official.OfficialLayout:
+        """Key names of the authors' method files (DoubtedSteam/APT, METER/meter/modules/bert_model_<m>.py and
+        meter_module_prompt*.py). Their deep prompts sit in the cross-attentions only, ``prompts.1`` serving the text
+        layers and ``prompts.0`` the image layers; their APT leaves its scale frozen."""
+        sites, deep = {}, {}
+        for stream, prompt_set in (("text", "prompts.1"), ("image", "prompts.0")):
+            for i in range(len(getattr(self, f"cross_modal_{stream}_layers"))):
+                layer = f"cross_modal_{stream}_layers.{i}"
+                for att in ("attention", "crossattention"):
+                    n = f"{layer}.{att}"
+                    sites[n] = official.OfficialSite(
+                        apt=f"{n}.output.APT", scaled_pa=f"{n}.output.PA", lora=f"{n}.self",
+                        adapter=f"{n}.output.adapter",
+                        adapter_ffn=f"{layer}.output.adapter" if att == "crossattention" else None)
+                deep[f"{layer}.crossattention"] = (prompt_set, i)
+        return official.OfficialLayout(
+            sites=sites, deep_prompt=deep,
+            shallow_prompt={"cross_modal_text_input": ("prompts.0", 0), "cross_modal_image_input": ("prompts.1", 0)},
+            variants={"deep_prompt": {"deep_prompt_sites": "cross"}, "apt": {"apt_train_scale": False},
+                      "shallow_prompt": {"prompt_placement": "prepend"}},
         )
 
     def class_token_id(self) -> int:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import shared_apt
+from shared_apt import official
 from shared_apt.config import options_from_config
 from shared_apt.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
 from shared_apt.heads import ITMHead, MLMHead, MPPHead, Pooler, classifier, init_weights
@@ -121,21 +122,30 @@ class ViLTransformerSS(VisionLanguageModule):
         self.margin = 0.2
 
         self.class_token = None
-        shared_apt.apply(self, cfg("peft"), **options_from_config(config))
+        options, upstream = options_from_config(config), None
+        if load_path and test_only:  # a checkpoint of the authors' code brings its method's sizes and variant
+            upstream = self.read_upstream(load_path)
+            options = official.options_for(self, cfg("peft"), options, upstream, source=load_path)
+        shared_apt.apply(self, cfg("peft"), **options)
 
         if load_path and test_only:
-            self.load_upstream(load_path)
+            self.load_upstream(load_path, upstream)
 
         self.setup_metrics()
 
     # ------------------------------------------------------------------------------------------------------------
     # Loading (vilt.md §1.7, §2)
 
-    def load_upstream(self, path: str) -> None:
-        """Upstream ``load_path`` semantics (strict=False) with every difference named; rank_output is re-tied to
-        ITM row 1 when the checkpoint has no rank_output."""
+    def read_upstream(self, path: str) -> dict:
         ckpt = load_checkpoint(path, trust=config_value(self.hparams.config, "trust_checkpoint"))
-        sd = dict(state_dict_of(ckpt, path))
+        return dict(state_dict_of(ckpt, path))
+
+    def load_upstream(self, path: str, state_dict: dict = None) -> None:
+        """Upstream ``load_path`` semantics (strict=False) with every difference named; rank_output is re-tied to
+        ITM row 1 when the checkpoint has no rank_output. Checkpoints of the authors' APT code are converted to this
+        project's names first (shared_apt.official). ``state_dict``: the file's, when already read."""
+        sd = dict(state_dict) if state_dict is not None else self.read_upstream(path)
+        sd = official.to_project(self, sd, source=path)
         if hasattr(self, "nlvr2_classifier") and "token_type_embeddings.weight" in sd:
             rows = sd["token_type_embeddings.weight"]
             if rows.shape[0] == 2 and self.token_type_embeddings.weight.shape[0] == 3:
@@ -191,6 +201,19 @@ class ViLTransformerSS(VisionLanguageModule):
                 "vocab_size": config_value(cfg, "vocab_size"), "max_text_len": config_value(cfg, "max_text_len"),
             },
             prepare=self._prepare_for_method,
+        )
+
+    def official_layout(self) -> official.OfficialLayout:
+        """Key names of the authors' method files (DoubtedSteam/APT, ViLT/vilt/modules/vision_transformer_<m>.py)."""
+        sites = {}
+        for i in range(len(self.transformer.blocks)):
+            n, b = f"transformer.blocks.{i}.attn", f"transformer.blocks.{i}"
+            sites[n] = official.OfficialSite(apt=f"{n}.APT", scaled_pa=f"{n}.PA", lora=n, adapter=f"{b}.adapter0",
+                                             adapter_ffn=f"{b}.adapter1")
+        return official.OfficialLayout(
+            sites=sites, deep_prompt={n: ("prompt", i) for i, n in enumerate(sites)},
+            shallow_prompt={"transformer": ("prompt", 0)},
+            variants={"shallow_prompt": {"prompt_placement": "append"}},
         )
 
     def _prepare_for_method(self, method: str) -> None:
