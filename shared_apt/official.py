@@ -91,8 +91,9 @@ def _shape(t) -> tuple:
     return tuple(t.shape)
 
 
-def detect_method(layout: OfficialLayout, sd: dict) -> str:
-    """The method of an official state dict, from its keys (and, for prompts, the number of prompt sets)."""
+def detect_method(layout: OfficialLayout, sd: dict, hint: Optional[str] = None) -> str:
+    """The method of an official state dict, from its keys (and, for prompts, the number of prompt sets; ``hint``
+    decides when one prompt set fits both, in a backbone with a single layer)."""
     found = set()
     for k in sd:
         if ".APT.mm_tokens" in k:
@@ -107,7 +108,9 @@ def detect_method(layout: OfficialLayout, sd: dict) -> str:
     if prompt_keys:
         deep_sets = 1 + max(i for _, i in layout.deep_prompt.values()) if layout.deep_prompt else 0
         n = sd[prompt_keys[0]].shape[0]
-        if n == 1 and deep_sets != 1:
+        if n == 1 and deep_sets == 1 and hint in ("deep_prompt", "shallow_prompt"):
+            found.add(hint)
+        elif n == 1 and deep_sets != 1:
             found.add("shallow_prompt")
         elif n == deep_sets and n != 1:
             found.add("deep_prompt")
@@ -164,7 +167,7 @@ def options_for(model: nn.Module, method: str, given: dict, sd: dict, source: st
     if not is_official(sd):
         return dict(given)
     layout = layout_of(model)
-    found = detect_method(layout, sd)
+    found = detect_method(layout, sd, hint=method)
     if method != found:
         raise OfficialCheckpointError(
             f"{source} was saved by the authors' code with method {found!r}, but the model is configured with "
@@ -249,7 +252,7 @@ def to_project(model: nn.Module, sd: dict, source: str = "<checkpoint>") -> dict
         return sd
     config = peft_config(model)
     layout = layout_of(model)
-    found = detect_method(layout, sd)
+    found = detect_method(layout, sd, hint=None if config is None else config.method)
     if config is None or config.method != found:
         have = None if config is None else config.method
         raise OfficialCheckpointError(
@@ -261,6 +264,9 @@ def to_project(model: nn.Module, sd: dict, source: str = "<checkpoint>") -> dict
     used, problems = set(), []
     out = {k: v for k, v in sd.items() if not (k == CLASS_TOKEN or k in layout.prompt_keys or _METHOD_KEY.search(k))}
     for e in entries:
+        if e.project not in own:
+            raise OfficialCheckpointError(f"{type(model).__name__} has no tensor {e.project!r}, where "
+                                          f"{e.official} belongs: the {config.method} module names changed")
         if e.official not in sd:
             problems.append(f"missing {e.official} (for {e.project} {tuple(own[e.project].shape)})")
             continue
