@@ -14,7 +14,8 @@ train_transform_keys, val_transform_keys, datasets. Extensions (all optional):
   uses it for its own VQA splits, or any subclass with other ``split_names``);
 * ``dataset_split_names``: {key: {split: [table names]}} overriding the tables of a split (e.g. NLVR1 files
   ``nlvr1_test_train`` / ``nlvr1_test_val`` written by the NLVR1 writer);
-* ``max_bad_image_fraction`` (default 0.01), see ``datasets``;
+* ``max_bad_image_fraction`` (default 0.01), applied by ``shared_apt.data.bad_images.BadImageAccounting`` (a callback
+  of the trainer) to the samples of all workers and processes;
 * ``seed``: seed of the training DistributedSampler's shuffle (default 0).
 
 Samplers: training shuffles (``DistributedSampler(shuffle=True)`` under DDP; Lightning calls its ``set_epoch``);
@@ -145,7 +146,6 @@ class BaseDataModule(pl.LightningDataModule):
         self.image_only = cfg["image_only"]
         self.train_transform_keys = list(cfg["train_transform_keys"])
         self.val_transform_keys = list(cfg["val_transform_keys"])
-        self.max_bad_image_fraction = cfg["max_bad_image_fraction"]
         self.split_names = (cfg.get("dataset_split_names") or {}).get(key, {})
         self.tokenizer = tokenizer if tokenizer is not None else get_tokenizer(cfg["tokenizer"])
         self.vocab_size = self.tokenizer.vocab_size
@@ -158,7 +158,7 @@ class BaseDataModule(pl.LightningDataModule):
         cls = cls or self.dataset_cls
         kwargs = dict(split=split, image_size=self.image_size, max_text_len=self.max_text_len,
                       draw_false_image=draw_false_image, draw_false_text=draw_false_text, image_only=image_only,
-                      tokenizer=self.tokenizer, max_bad_image_fraction=self.max_bad_image_fraction, **extra)
+                      tokenizer=self.tokenizer, **extra)
         if split in self.split_names:
             kwargs["names"] = list(self.split_names[split])
         return cls(self.data_dir, transform_keys, **kwargs)
