@@ -32,7 +32,6 @@ from .datasets import BAD_IMAGES_KEY, SAMPLES_READ_KEY, TooManyBadImagesError
 log = logging.getLogger(__name__)
 
 MIN_DENOMINATOR = 1000
-STAGE_DATASET = {"train": "train_dataset", "val": "val_dataset", "test": "test_dataset"}
 
 
 def _world() -> int:
@@ -99,11 +98,18 @@ class BadImageAccounting(pl.Callback):
 
     @staticmethod
     def _dataset_len(trainer, stage: str) -> int:
-        dataset = getattr(getattr(trainer, "datamodule", None), STAGE_DATASET[stage], None)
-        try:
-            return len(dataset) if dataset is not None else 0
-        except TypeError:
+        """Samples of this process's loader(s) of the stage (0 when unknown)."""
+        loaders = {"train": lambda: trainer.train_dataloader, "val": lambda: trainer.val_dataloaders,
+                   "test": lambda: trainer.test_dataloaders}[stage]()
+        if loaders is None:
             return 0
+        total = 0
+        for loader in (loaders if isinstance(loaders, (list, tuple)) else [loaders]):
+            try:
+                total += len(loader.dataset)
+            except (AttributeError, TypeError):
+                return 0
+        return total
 
     def _reduced(self, trainer, pl_module, stage: str) -> StageCount:
         """This stage's counts summed over ranks (collective: every rank must call it)."""

@@ -36,6 +36,7 @@ import pytorch_lightning as pl
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
+from .arrow import ArrowFileError
 from .datasets import DATASETS, BaseDataset, VQAv2Dataset
 from .text import get_mlm_collator, get_tokenizer
 from .vqa import id2answer_from_tables
@@ -218,8 +219,31 @@ class VQAv2DataModule(BaseDataModule):
                 if ds.table is not None:
                     answers += ds.table["answers"].to_pylist()
                     labels += ds.table["answer_labels"].to_pylist()
+            self.check_label_table()
             self.answer2id, self.id2answer = id2answer_from_tables(answers, labels)
             self.num_class = max(self.answer2id.values()) + 1 if self.answer2id else 0
+
+    def check_label_table(self) -> None:
+        """Every file of every split maps each answer to one label, the same in all files, and (when the config
+        sets ``vqav2_label_size``, the classifier width) every label is below that size; ArrowFileError naming the
+        file otherwise."""
+        size = self.config.get("vqav2_label_size")
+        seen: Dict[str, Any] = {}
+        for ds in (self.train_dataset, self.val_dataset, self.test_dataset):
+            if ds.table is None:
+                continue
+            for path, start, stop in zip(ds.table_paths, ds.table_offsets, ds.table_offsets[1:]):
+                part = ds.table.slice(start, stop - start)
+                for row_answers, row_labels in zip(part["answers"].to_pylist(), part["answer_labels"].to_pylist()):
+                    for q_answers, q_labels in zip(row_answers, row_labels):
+                        for answer, label in zip(q_answers or [], q_labels or []):
+                            if size is not None and not 0 <= label < int(size):
+                                raise ArrowFileError(f"arrow file {path!r}: answer {answer!r} has label {label}, "
+                                                     f"outside the label table [0, vqav2_label_size={size})")
+                            known = seen.setdefault(answer, (label, path))
+                            if known[0] != label:
+                                raise ArrowFileError(f"arrow file {path!r}: answer {answer!r} has label {label}, "
+                                                     f"but label {known[0]} in {known[1]!r}")
 
 
 def make_datamodule(config: Mapping[str, Any], key: str, tokenizer=None) -> BaseDataModule:
