@@ -214,6 +214,8 @@ def split_by_group(
     if len(groups) < 2:
         raise RawDataError(
             f"cannot cut {len(examples)} examples into train/val by {group_by}: only {len(groups)} group(s)"
+            + (" (image folders that share an example form one group; the 'hidden' split spreads examples over "
+               "folders: cut it with group_by='set')" if group_by == "directory" else "")
         )
     random.Random(seed).shuffle(groups)
     n_val = min(max(1, round(val_fraction * len(groups))), len(groups) - 1)
