@@ -98,7 +98,7 @@ class BadImageAccounting(pl.Callback):
 
     @staticmethod
     def _dataset_len(trainer, stage: str) -> int:
-        """Samples of this process's loader(s) of the stage (0 when unknown)."""
+        """Samples of the dataset(s) behind the stage's loader(s) (0 when unknown)."""
         loaders = {"train": lambda: trainer.train_dataloader, "val": lambda: trainer.val_dataloaders,
                    "test": lambda: trainer.test_dataloaders}[stage]()
         if loaders is None:
@@ -134,10 +134,9 @@ class BadImageAccounting(pl.Callback):
             check_limit("train", count, self.limit, self._dataset_len(trainer, "train"))
             return
         read, bad = self._reduced_numbers(trainer, "train")
-        denominator = max(read, min(self._dataset_len(trainer, "train") * _world(), MIN_DENOMINATOR), 1)
-        if bad / denominator > self.limit:
-            check_limit("train", self._reduced(trainer, pl_module, "train"), self.limit,
-                        self._dataset_len(trainer, "train") * _world())
+        dataset_len = self._dataset_len(trainer, "train")  # the whole dataset: each rank samples a share of it
+        if bad / max(read, min(dataset_len, MIN_DENOMINATOR), 1) > self.limit:
+            check_limit("train", self._reduced(trainer, pl_module, "train"), self.limit, dataset_len)
 
     def _eval_batch(self, trainer, stage: str, batch) -> None:
         count = self._count(stage)

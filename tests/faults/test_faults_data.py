@@ -352,3 +352,41 @@ def test_dataset_reports_a_bad_image_by_file_and_row(tmp_path, tokenizer):
     ds = loader.dataset
     with pytest.raises(BadImageError, match=r"row 5 in table 'f30k_caption_karpathy_train'"):
         ds.get_raw_image(5)
+
+
+class _ReportToFile(BadImageAccounting):
+    """Rank 0 writes its report lines to a file (DDP ranks are forked processes)."""
+
+    def __init__(self, limit, path):
+        super().__init__(limit)
+        self.path = path
+
+    def on_fit_end(self, trainer, pl_module):
+        super().on_fit_end(trainer, pl_module)
+        if trainer.global_rank == 0:
+            with open(self.path, "w") as fp:
+                fp.write("\n".join(self.reports))
+
+
+def _ddp_fit(loader, limit, report_path):
+    from pytorch_lightning.strategies import DDPStrategy
+
+    trainer = pl.Trainer(accelerator="cpu", devices=2, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         strategy=DDPStrategy(start_method="fork", process_group_backend="gloo"),
+                         callbacks=[_ReportToFile(limit, str(report_path))])
+    trainer.fit(_ImageMean(), train_dataloaders=loader)
+
+
+def test_bad_images_summed_over_two_ddp_processes(tmp_path, tokenizer):
+    """Lightning's DistributedSampler gives rank 0 the even indices and rank 1 the odd ones (no shuffle): bad rows
+    2 (rank 0), 3 and 9 (rank 1). Under the limit the report counts all three; with a limit of 12% only the total
+    (3 of at least 22 = 13.6%) crosses it: rank 1 alone has 2."""
+    loader = _caption_loader(tmp_path, tokenizer, bad_rows={2, 3, 9})
+    report = tmp_path / "report.txt"
+    _ddp_fit(loader, 0.2, report)
+    assert report.read_text().splitlines()[0] == (
+        "bad images (train): 3 of 22 samples skipped (13.64%, limit max_bad_image_fraction=0.2) from "
+        "f30k_caption_karpathy_train.arrow: 3")
+    with pytest.raises(Exception, match=r"TooManyBadImagesError: bad images \(train\): 3 of \d+ samples skipped"):
+        _ddp_fit(loader, 0.12, tmp_path / "unused.txt")
