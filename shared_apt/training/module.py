@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from shared_apt.data.datasets import is_empty_batch
 from shared_apt.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
 
 from . import objectives
@@ -238,7 +239,7 @@ class VisionLanguageModule(pl.LightningModule):
         seed_all(step_seed(self.config["seed"], self.global_step, self.global_rank, batch_idx))
 
     def training_step(self, batch, batch_idx):
-        if batch is None:  # every sample of the batch had an undecodable image
+        if is_empty_batch(batch):  # every sample of the batch had an undecodable image
             return None
         self.set_tasks()
         output = self(batch)
@@ -253,14 +254,14 @@ class VisionLanguageModule(pl.LightningModule):
         self._vqa_predictions = []
 
     def validation_step(self, batch, batch_idx):
-        if batch is None:
+        if is_empty_batch(batch):
             return None
         self.set_tasks()
         output = self(batch)
         self.update_metrics("val", output, batch)
 
     def test_step(self, batch, batch_idx):
-        if batch is None:
+        if is_empty_batch(batch):
             return None
         self.set_tasks()
         output = self(batch)
@@ -425,7 +426,7 @@ class VisionLanguageModule(pl.LightningModule):
         with ctx:
             for idx in my_images:
                 sample = image_collate([image_dset[idx]])
-                if sample is None:
+                if is_empty_batch(sample):
                     continue
                 image = sample["image"][0].to(self.device)
                 image_inputs = self.retrieval_image_inputs(image)

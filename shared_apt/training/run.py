@@ -50,6 +50,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 import shared_apt
 from shared_apt.checkpoint import save_atomic
+from shared_apt.data.bad_images import BadImageAccounting
+from shared_apt.data.datamodules import DEFAULTS as DATA_DEFAULTS
 
 from .module import seed_all, step_seed
 
@@ -428,7 +430,8 @@ def build_trainer(config: Mapping[str, Any], callbacks: Sequence[Callback] = (),
 
     checkpoint_callback = UpstreamModelCheckpoint(monitor="val/the_metric", mode="max", save_top_k=1, save_last=True,
                                           verbose=True)
-    all_callbacks = [checkpoint_callback, LearningRateMonitor(logging_interval="step"), RestoreLoaderState()]
+    all_callbacks = [checkpoint_callback, LearningRateMonitor(logging_interval="step"), RestoreLoaderState(),
+                     BadImageAccounting(config.get("max_bad_image_fraction", DATA_DEFAULTS["max_bad_image_fraction"]))]
     if config.get("save_tuned_weights", True):
         all_callbacks.append(SaveTunedWeights())
     all_callbacks += list(callbacks)
