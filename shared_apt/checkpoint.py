@@ -217,15 +217,61 @@ def _short(names: list, n: int = 12) -> str:
     return ", ".join(names[:n]) + (f", ... (+{len(names) - n})" if len(names) > n else "")
 
 
-def save_atomic(obj, path: str) -> None:
-    """torch.save to a temporary file in the same folder, then rename: a crash never leaves a half-written file."""
+TEMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str, write) -> None:
+    """``write(tmp)`` to a temporary file in the target folder, then rename it to ``path``: a crash never leaves a
+    half-written ``path``. The file gets the permissions of a plain ``open`` (0666 less the umask; ``mkstemp`` alone
+    would leave 0600). The temporary name ``.tmp-<pid>-<name>...`` lets :func:`remove_stale_temp_files` recognise
+    what an interrupted process left behind."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f"{TEMP_PREFIX}{os.getpid()}-{os.path.basename(path)}.")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def save_atomic(obj, path: str) -> None:
+    """torch.save through :func:`atomic_write`."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str) -> list:
+    """Delete ``.tmp-<pid>-*`` files of :func:`atomic_write` in ``folder`` whose process is gone (a run killed
+    while writing); files of running processes are kept. Returns the removed paths."""
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for name in sorted(os.listdir(folder)):
+        m = re.match(re.escape(TEMP_PREFIX) + r"(\d+)-", name)
+        if m and not _pid_alive(int(m.group(1))):
+            path = os.path.join(folder, name)
+            os.remove(path)
+            removed.append(path)
+    if removed:
+        log.warning("removed %d temporary file(s) of an interrupted checkpoint write: %s", len(removed),
+                    _short(removed))
+    return removed
