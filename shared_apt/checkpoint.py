@@ -56,13 +56,13 @@ def load_checkpoint(path: str, trust: bool = False, map_location="cpu") -> dict:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):
+        if "unsupported global" not in str(e).lower():   # "Unsupported global" / "unsupported GLOBAL ... blocked"
             raise CheckpointError(f"checkpoint {path!r} is corrupt or not a PyTorch checkpoint: "
                                   f"{str(e).splitlines()[-3] if len(str(e).splitlines()) > 3 else e}") from e
         if trust:
             log.warning("checkpoint %s needs full unpickling (trust_checkpoint=True): %s", path, e)
             return torch.load(path, map_location=map_location, weights_only=False)
-        glob = next((l.strip() for l in str(e).splitlines() if "Unsupported global" in l), str(e))
+        glob = next((l.strip() for l in str(e).splitlines() if "unsupported global" in l.lower()), str(e))
         raise CheckpointError(
             f"checkpoint {path!r} contains objects outside the safe allowlist ({glob}). If you trust this file, "
             "set trust_checkpoint=True to load it with full unpickling."
