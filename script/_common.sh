@@ -95,6 +95,7 @@ launch() {
     fi
     set -- test_only=True precision=32 "$@"
   fi
+  set -f   # the words split on purpose below are never file-name patterns (EXTRA may hold * or ?)
   # named configs first (plain words, split on purpose), then the caller's keys
   # shellcheck disable=SC2046
   set -- $(task_config "$_task" "$_phase") $(model_args "$_task" "$_phase") "$@"
