@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Dict
 
 import torch
 from torch import nn
 
+from .checkpoint import atomic_write
 from .config import ConfigError, PeftConfig
 from .methods import ATTACH, LoRAModule, TuningModule
 from .sites import backbone_spec
@@ -143,19 +143,6 @@ def tuned_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     return {n: p.detach().contiguous().clone() for n, p in trainable_parameters(model).items()}
 
 
-def _atomic_write(path: str, write) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_tuned(model: nn.Module, path: str) -> None:
     """Write ``path/tuned.safetensors`` and ``path/tuned_config.json`` (each atomically)."""
     from safetensors.torch import save_file
@@ -171,13 +158,13 @@ def save_tuned(model: nn.Module, path: str) -> None:
         "tensors": {n: list(t.shape) for n, t in tensors.items()},
     }
     os.makedirs(path, exist_ok=True)
-    _atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp))
+    atomic_write(os.path.join(path, WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp))
 
     def write_json(tmp):
         with open(tmp, "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
 
-    _atomic_write(os.path.join(path, CONFIG_NAME), write_json)
+    atomic_write(os.path.join(path, CONFIG_NAME), write_json)
 
 
 def read_tuned_config(path: str) -> dict:
@@ -200,7 +187,7 @@ def _differences(saved: dict, current: dict) -> list:
 def load_tuned(model: nn.Module, path: str) -> nn.Module:
     """Load tuned tensors written by :func:`save_tuned`. If the model has no method yet, the saved one is applied
     first. Refuses (TunedWeightsError listing every difference) another method or option, another backbone shape,
-    missing or unexpected tensors, and shape mismatches."""
+    missing or unexpected tensors, tensors of the frozen backbone, and shape mismatches; nothing is written then."""
     from safetensors.torch import load_file
 
     meta = read_tuned_config(path)
@@ -221,12 +208,18 @@ def load_tuned(model: nn.Module, path: str) -> nn.Module:
         raise TunedWeightsError(f"{weights_path!r} is not a readable safetensors file: {e}") from e
     params = dict(model.named_parameters())
     expected = trainable_parameters(model)
+    # what a tuned file may write: the method's own parameters and the common trainable set (everything for full)
+    allowed = set(expected) | set(method_parameter_names(model)) | set(common_trainable_names(model))
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(params))
+    frozen = sorted(set(tensors) & set(params) - allowed)
     if missing:
         problems.append(f"missing tensors (the model trains them): {missing}")
     if unexpected:
         problems.append(f"unexpected tensors (not in the model): {unexpected}")
+    if frozen:
+        problems.append(f"tensors of the frozen backbone (neither method {current_cfg.method}'s own nor the common "
+                        f"trainable set; a tuned file never writes them): {frozen}")
     shapes = [f"{n}: file {tuple(t.shape)}, model {tuple(params[n].shape)}"
               for n, t in tensors.items() if n in params and tuple(t.shape) != tuple(params[n].shape)]
     if shapes:

@@ -44,6 +44,9 @@ class PeftConfig:
 
     # --------------------------------------------------------------------------------------------------
     def __post_init__(self):
+        if not isinstance(self.lora_targets, (list, tuple)):
+            raise ConfigError(f"peft option lora_targets={self.lora_targets!r} is invalid: expected a list such as "
+                              "['q', 'v']")
         self.lora_targets = tuple(self.lora_targets)
         self.validate()
 
@@ -51,6 +54,19 @@ class PeftConfig:
         def need(cond, key, value, expected):
             if not cond:
                 raise ConfigError(f"peft option {key}={value!r} is invalid: expected {expected}")
+
+        # types first (bool is an int in Python, and a string compared with a number raises a bare TypeError)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else f.type.__name__
+            if kind == "int":
+                need(isinstance(v, int) and not isinstance(v, bool), f.name, v, "an integer")
+            elif kind == "float":
+                need(isinstance(v, (int, float)) and not isinstance(v, bool), f.name, v, "a number")
+            elif kind == "bool":
+                need(isinstance(v, bool), f.name, v, "True or False")
+            elif kind == "str":
+                need(isinstance(v, str), f.name, v, "a string")
 
         need(self.method in METHODS, "method", self.method, f"one of {', '.join(METHODS)}")
         need(isinstance(self.num_prompts, int) and self.num_prompts >= 1, "num_prompts", self.num_prompts, "an integer >= 1")

@@ -91,6 +91,20 @@ class VisionLanguageModule(pl.LightningModule):
             raise ValueError(f"loss_names has unknown task(s) {unknown}; known: {list(TASK_ORDER)}")
 
     # ------------------------------------------------------------------------------------------------------------
+    # Loading ``load_path``
+
+    def load_checks(self, ckpt, strict: bool, test_only: bool, method: str) -> dict:
+        """Keyword arguments of ``shared_apt.checkpoint.load_state_dict_checked`` for ``load_path``: upstream loads
+        before the task heads and the method exist when tuning starts (stage "train"), after everything at
+        ``test_only`` (stage "eval", where the file's recorded method is compared too)."""
+        from shared_apt.checkpoint import method_in_hparams
+
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict_load={strict!r}: expected True or False")
+        return {"strict": strict, "stage": "eval" if test_only else "train", "method": method,
+                "checkpoint_method": method_in_hparams(ckpt) if test_only else None}
+
+    # ------------------------------------------------------------------------------------------------------------
     # Tasks and metrics
 
     @property

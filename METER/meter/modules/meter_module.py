@@ -38,6 +38,7 @@ PROJECT_DEFAULTS = {
     "peft": "full",
     "peft_options": {},
     "trust_checkpoint": False,
+    "strict_load": True,
     "peft_lr_scale": 1,             # the optimiser trains at learning_rate x peft_lr_scale (PETL configs: 5)
 }
 
@@ -357,7 +358,10 @@ class METERTransformerSS(VisionLanguageModule):
                 raise CheckpointError(
                     f"{path}: token_type_embeddings has 2 rows but this NLVR2 model was built with 3 "
                     "(upstream loads a 2-row checkpoint only before the NLVR2 head exists: use test_only=False)")
-        load_state_dict_checked(self, sd, source=path, ignore=("text_transformer.embeddings.position_ids",))
+        load_state_dict_checked(self, sd, source=path, **self.load_checks(
+            ckpt, strict=config_value(self.hparams.config, "strict_load"),
+            test_only=config_value(self.hparams.config, "test_only"),
+            method=config_value(self.hparams.config, "peft")))
         if hasattr(self, "rank_output") and "rank_output.weight" not in sd:
             self.tie_rank_output()
 

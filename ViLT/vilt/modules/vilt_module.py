@@ -31,6 +31,7 @@ PROJECT_DEFAULTS = {
     "peft": "full",
     "peft_options": {},
     "trust_checkpoint": False,
+    "strict_load": True,
 }
 
 
@@ -153,7 +154,10 @@ class ViLTransformerSS(VisionLanguageModule):
                     f"{path}: token_type_embeddings has 2 rows but this NLVR2 model was built with 3 "
                     "(upstream loads a 2-row checkpoint only before the NLVR2 head exists: use test_only=False)"
                 )
-        load_state_dict_checked(self, sd, source=path, ignore=("text_embeddings.position_ids",))
+        load_state_dict_checked(self, sd, source=path, **self.load_checks(
+            ckpt, strict=config_value(self.hparams.config, "strict_load"),
+            test_only=config_value(self.hparams.config, "test_only"),
+            method=config_value(self.hparams.config, "peft")))
         if hasattr(self, "rank_output") and "rank_output.weight" not in sd:
             self.tie_rank_output()
 
@@ -170,7 +174,8 @@ class ViLTransformerSS(VisionLanguageModule):
             grid = pe[:, 1:].reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
             grid = F.interpolate(grid, size=(g1, g1), mode="bilinear", align_corners=False)
             sd["pos_embed"] = torch.cat([pe[:, :1], grid.permute(0, 2, 3, 1).reshape(1, g1 * g1, -1)], dim=1)
-        load_state_dict_checked(self.transformer, sd, source=vit)
+        load_state_dict_checked(self.transformer, sd, source=vit,
+                                strict=config_value(self.hparams.config, "strict_load"))
 
     # ------------------------------------------------------------------------------------------------------------
     # Tuning-method interface (shared_apt.sites)
