@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+import shared_apt
 from shared_apt.data.datasets import is_empty_batch
 from shared_apt.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
 
@@ -92,6 +93,12 @@ class VisionLanguageModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------------------------
     # Loading ``load_path``
+
+    def applied_method(self) -> str:
+        """The tuning method attached to this model (``shared_apt.load_official`` may attach the file's method to a
+        model built with ``peft=full``); the config's ``peft`` before any is attached."""
+        config = shared_apt.peft_config(self)
+        return config.method if config is not None else self.hparams.config["peft"]
 
     def load_checks(self, ckpt, strict: bool, test_only: bool, method: str) -> dict:
         """Keyword arguments of ``shared_apt.checkpoint.load_state_dict_checked`` for ``load_path``: upstream loads

@@ -126,7 +126,8 @@ class ViLTransformerSS(VisionLanguageModule):
         options, upstream = options_from_config(config), None
         if load_path and test_only:  # a checkpoint of the authors' code brings its method's sizes and variant
             upstream = self.read_upstream(load_path)
-            options = official.options_for(self, cfg("peft"), options, upstream, source=load_path)
+            options = official.options_for(self, cfg("peft"), options, state_dict_of(upstream, load_path),
+                                           source=load_path)
         shared_apt.apply(self, cfg("peft"), **options)
 
         if load_path and test_only:
@@ -138,14 +139,15 @@ class ViLTransformerSS(VisionLanguageModule):
     # Loading (vilt.md §1.7, §2)
 
     def read_upstream(self, path: str) -> dict:
-        ckpt = load_checkpoint(path, trust=config_value(self.hparams.config, "trust_checkpoint"))
-        return dict(state_dict_of(ckpt, path))
+        """The checkpoint file (a Lightning checkpoint dict, or a bare state dict)."""
+        return load_checkpoint(path, trust=config_value(self.hparams.config, "trust_checkpoint"))
 
-    def load_upstream(self, path: str, state_dict: dict = None) -> None:
+    def load_upstream(self, path: str, ckpt: dict = None) -> None:
         """Upstream ``load_path`` semantics (strict=False) with every difference named; rank_output is re-tied to
         ITM row 1 when the checkpoint has no rank_output. Checkpoints of the authors' APT code are converted to this
-        project's names first (shared_apt.official). ``state_dict``: the file's, when already read."""
-        sd = dict(state_dict) if state_dict is not None else self.read_upstream(path)
+        project's names first (shared_apt.official). ``ckpt``: the file's content, when already read."""
+        ckpt = ckpt if ckpt is not None else self.read_upstream(path)
+        sd = dict(state_dict_of(ckpt, path))
         sd = official.to_project(self, sd, source=path)
         if hasattr(self, "nlvr2_classifier") and "token_type_embeddings.weight" in sd:
             rows = sd["token_type_embeddings.weight"]
@@ -157,7 +159,7 @@ class ViLTransformerSS(VisionLanguageModule):
         load_state_dict_checked(self, sd, source=path, **self.load_checks(
             ckpt, strict=config_value(self.hparams.config, "strict_load"),
             test_only=config_value(self.hparams.config, "test_only"),
-            method=config_value(self.hparams.config, "peft")))
+            method=self.applied_method()))
         if hasattr(self, "rank_output") and "rank_output.weight" not in sd:
             self.tie_rank_output()
 
