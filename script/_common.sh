@@ -1,10 +1,10 @@
-# Shared by script/*_run.sh and script/*_eval.sh (sourced, not run). Expects MODEL, METHOD, DATA_ROOT, LOAD_PATH,
-# NUM_GPUS, NUM_NODES, PER_GPU_BATCHSIZE (and CKPT for evaluation) to be set by the calling script.
+# Shared by script/*_run.sh and script/*_eval.sh (sourced with `.`, not run). POSIX sh (dash, bash, ...). Expects ROOT
+# (the repository root), MODEL, METHOD, DATA_ROOT, LOAD_PATH, NUM_GPUS, NUM_NODES, PER_GPU_BATCHSIZE (and CKPT for
+# evaluation) to be set by the calling script.
 #
 # With DATA_ROOT empty the demo world (synthetic shapes, upstream arrow formats) and a small tokenizer are generated
 # once into DEMO_CACHE, and a tiny model of the same code is trained / evaluated for DEMO_STEPS steps on CPU or GPU.
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="${PYTHON:-python3}"; fi
 
 case "$MODEL" in
@@ -50,7 +50,6 @@ model_args() {
   fi
 }
 
-ARGS=()
 DEMO=0
 if [ -z "$DATA_ROOT" ]; then
   DEMO=1
@@ -60,21 +59,14 @@ if [ -z "$DATA_ROOT" ]; then
   echo "DATA_ROOT is empty: using the demo world in $DEMO_CACHE (tiny $MODEL, $DEMO_STEPS steps)" >&2
   DEMO_VARS="$("$PY" -m shared_apt.vl.training.demo --cache "$DEMO_CACHE" --scale "$DEMO_SCALE")" || {
     echo "error: could not prepare the demo world in $DEMO_CACHE" >&2; exit 1; }
-  eval "$DEMO_VARS"
+  eval "$DEMO_VARS"   # shell-quoted assignments (shlex.quote) of DEMO_DATA_ROOT, DEMO_TOKENIZER, ...
   DATA_ROOT="$DEMO_DATA_ROOT"
-  ARGS+=("tiny_$MODEL" "tokenizer=$DEMO_TOKENIZER" "vocab_size=$DEMO_VOCAB_SIZE"
-         "vqav2_label_size=$DEMO_VQA_LABELS" "cls_token_id=$DEMO_CLS_TOKEN_ID"
-         "log_dir=$DEMO_CACHE/runs/$MODEL" "num_workers=0" "max_steps=$DEMO_STEPS" "val_check_interval=$DEMO_STEPS"
-         "batch_size=$((PER_GPU_BATCHSIZE * NUM_GPUS * NUM_NODES))")
 fi
-
-ARGS+=("data_root=$DATA_ROOT" "num_gpus=$NUM_GPUS" "num_nodes=$NUM_NODES" "per_gpu_batchsize=$PER_GPU_BATCHSIZE"
-       "peft_$METHOD")
 
 # last_checkpoint <exp_name>: newest last.ckpt of that experiment under the demo log folder of this MODEL ("" if
 # none; each model has its own folder, so an evaluation never picks up the other model's checkpoint)
 last_checkpoint() {
-  ls -t "$DEMO_CACHE"/runs/"$MODEL"/"$1"*_seed*_from_*/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1 || true
+  ls -t "$DEMO_CACHE"/runs/"$MODEL"/"$1"*_seed*_from_*/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1
 }
 
 # exp_name <vqa|nlvr2|f30k>: the experiment name of the task's fine-tuning config (its log folder prefix)
@@ -85,26 +77,41 @@ exp_name() {
 # launch <vqa|nlvr2|f30k> <train|eval> [key=value ...]: the entry point with the task config, the model's encoder
 # configs (before the tiny demo config and the method, which must come after them), then the keys. Evaluation
 # (upstream EVAL.md: test_only=True precision=32 load_path=<ckpt>) needs LOAD_PATH (CKPT); in demo mode it defaults
-# to the newest checkpoint of the task's run script.
+# to the newest checkpoint of the task's run script. The argument list is built in the positional parameters
+# (POSIX sh has no arrays), so values with spaces (paths) stay one argument each.
 launch() {
-  local task="$1" phase="$2"
+  _task="$1"; _phase="$2"
   shift 2
-  if [ "$phase" = eval ]; then
+  if [ "$_phase" = eval ]; then
     if [ "$DEMO" = 1 ] && [ -z "$LOAD_PATH" ]; then
-      LOAD_PATH="$(last_checkpoint "$(exp_name "$task")")"
-      [ -z "$LOAD_PATH" ] && echo "no demo checkpoint of $(exp_name "$task") yet: evaluating the randomly initialised model" >&2
+      LOAD_PATH="$(last_checkpoint "$(exp_name "$_task")")"
+      if [ -z "$LOAD_PATH" ]; then
+        echo "error: no demo checkpoint of $(exp_name "$_task") in $DEMO_CACHE yet: run the task's *_run.sh first (or set CKPT)" >&2
+        exit 2
+      fi
     fi
-    if [ "$DEMO" = 0 ] && [ -z "$LOAD_PATH" ]; then
+    if [ -z "$LOAD_PATH" ]; then
       echo "error: set CKPT (or LOAD_PATH) to the checkpoint to evaluate" >&2; exit 2
     fi
     set -- test_only=True precision=32 "$@"
   fi
-  [ -n "$LOAD_PATH" ] && ARGS+=("load_path=$LOAD_PATH")
-  [ "$DEMO" = 1 ] && [ "$task" = f30k ] && ARGS+=("draw_false_text=3")  # the tiny demo set has few captions
-  local named=("$(task_config "$task" "$phase")")
-  # shellcheck disable=SC2207
-  named+=($(model_args "$task" "$phase"))
-  echo "+ $PY $ENTRY with ${named[*]} $* ${ARGS[*]} ${EXTRA:-}" >&2
+  set -f   # the words split on purpose below are never file-name patterns (EXTRA may hold * or ?)
+  # named configs first (plain words, split on purpose), then the caller's keys
+  # shellcheck disable=SC2046
+  set -- $(task_config "$_task" "$_phase") $(model_args "$_task" "$_phase") "$@"
+  if [ "$DEMO" = 1 ]; then
+    set -- "$@" "tiny_$MODEL" "tokenizer=$DEMO_TOKENIZER" "vocab_size=$DEMO_VOCAB_SIZE" \
+      "vqav2_label_size=$DEMO_VQA_LABELS" "cls_token_id=$DEMO_CLS_TOKEN_ID" \
+      "log_dir=$DEMO_CACHE/runs/$MODEL" "num_workers=0" "max_steps=$DEMO_STEPS" "val_check_interval=$DEMO_STEPS" \
+      "batch_size=$((PER_GPU_BATCHSIZE * NUM_GPUS * NUM_NODES))"
+  fi
+  set -- "$@" "data_root=$DATA_ROOT" "num_gpus=$NUM_GPUS" "num_nodes=$NUM_NODES" \
+    "per_gpu_batchsize=$PER_GPU_BATCHSIZE" "peft_$METHOD"
+  if [ -n "$LOAD_PATH" ]; then set -- "$@" "load_path=$LOAD_PATH"; fi
+  if [ "$DEMO" = 1 ] && [ "$_task" = f30k ]; then set -- "$@" "draw_false_text=3"; fi  # few demo captions
+  # EXTRA: more key=value words, split on blanks on purpose
   # shellcheck disable=SC2086
-  exec "$PY" "$ENTRY" with "${named[@]}" "$@" "${ARGS[@]}" ${EXTRA:-}
+  set -- "$@" ${EXTRA:-}
+  echo "+ $PY $ENTRY with $*" >&2
+  exec "$PY" "$ENTRY" with "$@"
 }

@@ -1,23 +1,23 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # The main demo (README): on the synthetic demo world, pre-train a tiny ViLT (MODEL=meter: a tiny METER) with MLM+ITM,
 # fine-tune it on the demo VQA with every tuning method from that checkpoint, and print one table
 #   method | updated params | additional GFLOPs | VQA score | training time (s)
 # also written as JSON and PNG. About 6-9 minutes on a 2-core CPU; fresh clones run script/setup.sh first.
 # Extra arguments go to `python -m shared_apt.harness.experiments.demo` (e.g. --methods full,apt --no-progress --fresh).
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+set -eu
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 : "${MODEL:=vilt}"                                                   # vilt | meter
 : "${DEMO_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/apt_vl_demo}"       # demo world, tokenizer, pre-training, results
 : "${OUT:=}"                                                         # results folder (default $DEMO_CACHE/compare_$MODEL)
 
-echo "[demo] set-up (bash script/setup.sh: creates/updates .venv only when needed)" >&2
-bash "$ROOT/script/setup.sh"
+echo "[demo] set-up (sh script/setup.sh: creates/updates .venv only when needed)" >&2
+sh "$ROOT/script/setup.sh"
 case "$MODEL" in
   vilt|meter) ;;
   *) echo "error: MODEL=$MODEL; expected vilt or meter" >&2; exit 2 ;;
 esac
-ARGS=(--model "$MODEL" --cache "$DEMO_CACHE")
-[ -n "$OUT" ] && ARGS+=(--out "$OUT")
+if [ -n "$OUT" ]; then set -- --out "$OUT" "$@"; fi
+set -- --model "$MODEL" --cache "$DEMO_CACHE" "$@"
 cd "$ROOT"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
-exec "$ROOT/.venv/bin/python" -m shared_apt.harness.experiments.demo "${ARGS[@]}" "$@"
+exec "$ROOT/.venv/bin/python" -m shared_apt.harness.experiments.demo "$@"

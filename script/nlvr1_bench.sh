@@ -1,28 +1,29 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # NLVR (v1.0) benchmark of every tuning method on a tiny ViLT (MODEL=meter: tiny METER):
-#   bash script/nlvr1_bench.sh TRAIN_SPLIT_DIR... --eval EVAL_SPLIT_DIR [options]
-#   e.g. bash script/nlvr1_bench.sh ../shared/data/nlvr1/test --eval ../shared/data/nlvr1/hidden
+#   sh script/nlvr1_bench.sh TRAIN_SPLIT_DIR... --eval EVAL_SPLIT_DIR [options]
+#   e.g. sh script/nlvr1_bench.sh ../shared/data/nlvr1/test --eval ../shared/data/nlvr1/hidden
 # Writes arrows (NLVR1 writer) and a tokenizer into a cache, pre-trains with MLM+ITM on the training splits' true
 # statements, fine-tunes with every method, prints accuracy on the evaluation split next to updated parameters and
 # additional FLOPs; results JSON / PNG / table.md in the results folder. About 10-15 minutes on a 2-core CPU.
 # Options: see `python -m shared_apt.harness.experiments.nlvr1 --help` (--methods, --finetune-epochs, --image-index ...).
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+set -eu
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 : "${MODEL:=vilt}"                                                   # vilt | meter
 : "${NLVR1_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/apt_vl_demo}"      # arrows, tokenizer, pre-training, results
 if [ "$#" -lt 3 ]; then
-  echo "usage: bash script/nlvr1_bench.sh TRAIN_SPLIT_DIR... --eval EVAL_SPLIT_DIR [options]" >&2; exit 2
+  echo "usage: sh script/nlvr1_bench.sh TRAIN_SPLIT_DIR... --eval EVAL_SPLIT_DIR [options]" >&2; exit 2
 fi
-bash "$ROOT/script/setup.sh"
+sh "$ROOT/script/setup.sh"
 case "$MODEL" in
   vilt|meter) ;;
   *) echo "error: MODEL=$MODEL; expected vilt or meter" >&2; exit 2 ;;
 esac
-# split folders are given relative to the caller's directory: resolve them before changing directory
-ARGS=()
+# split folders are given relative to the caller's directory: resolve them before changing directory (the list is
+# rebuilt in place: `for` reads the original arguments once, each is shifted off and its resolved form appended)
 for a in "$@"; do
-  if [ -d "$a" ]; then ARGS+=("$(cd "$a" && pwd)"); else ARGS+=("$a"); fi
+  shift
+  if [ -d "$a" ]; then set -- "$@" "$(cd "$a" && pwd)"; else set -- "$@" "$a"; fi
 done
 cd "$ROOT"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
-exec "$ROOT/.venv/bin/python" -m shared_apt.harness.experiments.nlvr1 --model "$MODEL" --cache "$NLVR1_CACHE" "${ARGS[@]}"
+exec "$ROOT/.venv/bin/python" -m shared_apt.harness.experiments.nlvr1 --model "$MODEL" --cache "$NLVR1_CACHE" "$@"

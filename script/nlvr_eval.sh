@@ -1,9 +1,9 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # Evaluate a fine-tuned checkpoint on NLVR2 (upstream EVAL.md: test_only=True precision=32 load_path=<ckpt>).
-# Edit the variables below or set them in the environment, e.g. CKPT=result/.../last.ckpt script/nlvr_eval.sh
+# Edit the variables below or set them in the environment, e.g. CKPT=result/.../last.ckpt sh script/nlvr_eval.sh
 # With DATA_ROOT empty it evaluates on the demo world: CKPT defaults to the newest checkpoint of script/nlvr_run.sh
-# in demo mode (or, if there is none yet, the randomly initialised tiny model).
-set -euo pipefail
+# in demo mode (an error if there is none yet: an evaluation never runs on randomly initialised weights).
+set -eu
 : "${MODEL:=vilt}"                 # vilt | meter
 : "${METHOD:=apt}"                 # the method the checkpoint was trained with
 : "${DATA_ROOT:=}"                 # folder with the upstream .arrow files; empty = demo world
@@ -14,5 +14,6 @@ set -euo pipefail
 : "${PER_GPU_BATCHSIZE:=32}"
 : "${EXTRA:=}"
 
-source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+. "$ROOT/script/_common.sh"
 launch nlvr2 eval

@@ -1,8 +1,8 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # Fine-tune NLVR2 with a tuning method (upstream TRAIN.md command line + the method's named config).
-# Edit the variables below or set them in the environment, e.g. METHOD=lora DATA_ROOT=/data/arrows script/nlvr_run.sh
+# Edit the variables below or set them in the environment, e.g. METHOD=lora DATA_ROOT=/data/arrows sh script/nlvr_run.sh
 # With DATA_ROOT empty it trains a tiny model for a few steps on the generated demo world (works on a fresh machine).
-set -euo pipefail
+set -eu
 : "${MODEL:=vilt}"                 # vilt | meter
 : "${METHOD:=apt}"                 # full classifier shallow_prompt deep_prompt lora adapter scaled_pa apt
 : "${DATA_ROOT:=}"                 # folder with the upstream .arrow files; empty = demo world
@@ -12,5 +12,6 @@ set -euo pipefail
 : "${PER_GPU_BATCHSIZE:=32}"
 : "${EXTRA:=}"                     # more Sacred key=value arguments, e.g. "learning_rate=1e-4 seed=1"
 
-source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+. "$ROOT/script/_common.sh"
 launch nlvr2 train

@@ -1,7 +1,7 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # Idempotent set-up: creates .venv and installs requirements + this project (editable). Re-runs the install only
 # when requirements.txt or pyproject.toml changed since the last successful run.
-set -euo pipefail
+set -eu
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

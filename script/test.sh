@@ -1,7 +1,7 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # The test command of the README (and of CI): set up if needed, then run the whole test suite on the CPU.
-set -euo pipefail
+set -eu
 cd "$(dirname "$0")/.."
-bash script/setup.sh
+sh script/setup.sh
 export PYTHONWARNINGS="ignore::UserWarning:sacred.dependencies"
 exec .venv/bin/python -m pytest tests -p no:cacheprovider "$@"

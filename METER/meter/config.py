@@ -103,6 +103,9 @@ def config():
     peft_options = {}             # the method's options (own names or flat keys), e.g. {"num_prompts": 200, "rank": 4}
     peft_lr_scale = 1             # the model trains at learning_rate x peft_lr_scale; PETL configs set 5
     trust_checkpoint = False      # allow full unpickling of load_path (only for files you trust)
+    strict_load = True          # False: load a checkpoint that does not fit, reporting what was skipped
+    on_nonfinite = "stop"       # non-finite loss/gradient: "stop" (names the step) or "skip" the optimiser step
+    max_nonfinite_skips = 0     # on_nonfinite="skip": at most this many skipped steps, then stop
     accelerator = "auto"          # "cpu" forces CPU processes
     max_bad_image_fraction = 0.01
     save_tuned_weights = True     # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints

@@ -181,7 +181,7 @@ def _differences(saved: dict, current: dict) -> list:
 def load_tuned(model: nn.Module, path: str) -> nn.Module:
     """Load tuned tensors written by :func:`save_tuned`. If the model has no method yet, the saved one is applied
     first. Refuses (TunedWeightsError listing every difference) another method or option, another backbone shape,
-    missing or unexpected tensors, and shape mismatches."""
+    missing or unexpected tensors, tensors of the frozen backbone, and shape mismatches; nothing is written then."""
     from safetensors.torch import load_file
 
     meta = read_tuned_config(path)
@@ -209,12 +209,18 @@ def load_tuned(model: nn.Module, path: str) -> nn.Module:
         raise TunedWeightsError(f"{weights_path!r} is not a readable safetensors file: {e}") from e
     params = dict(model.named_parameters())
     expected = trainable_parameters(model)
+    # what a tuned file may write: the method's own parameters and the common trainable set (everything for full)
+    allowed = set(expected) | set(method_parameter_names(model)) | set(common_trainable_names(model))
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(params))
+    frozen = sorted(set(tensors) & set(params) - allowed)
     if missing:
         problems.append(f"missing tensors (the model trains them): {missing}")
     if unexpected:
         problems.append(f"unexpected tensors (not in the model): {unexpected}")
+    if frozen:
+        problems.append(f"tensors of the frozen backbone (neither method {current_cfg.method}'s own nor the common "
+                        f"trainable set; a tuned file never writes them): {frozen}")
     shapes = [f"{n}: file {tuple(t.shape)}, model {tuple(params[n].shape)}"
               for n, t in tensors.items() if n in params and tuple(t.shape) != tuple(params[n].shape)]
     if shapes:

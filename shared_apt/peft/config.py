@@ -24,6 +24,29 @@ class ConfigError(ValueError):
     """A method or method option is unknown or out of range."""
 
 
+class OptionValueError(ConfigError):
+    """An option value is of the wrong type or out of range (``option``, ``value``, ``expected`` say which)."""
+
+    def __init__(self, method: str, option: str, value: Any, expected: str):
+        super().__init__(f"peft option {option}={value!r} of method {method!r} is invalid: expected {expected}")
+        self.method, self.option, self.value, self.expected = method, option, value, expected
+
+
+def _type_check(default: Any) -> Optional[tuple]:
+    """The check every option gets from the type of its default (before its own check)."""
+    if isinstance(default, bool):
+        return (lambda v: isinstance(v, bool), "True or False")
+    if isinstance(default, int):
+        return (_is_int, "an integer")
+    if isinstance(default, float):
+        return (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+    if isinstance(default, str):
+        return (lambda v: isinstance(v, str), "a string")
+    if isinstance(default, tuple):
+        return (lambda v: isinstance(v, (list, tuple)), "a list such as " + repr(list(default)))
+    return None
+
+
 def option(default: Any, check: Optional[tuple] = None, help: str = ""):
     """A method option: its default, an optional ``(predicate, expected)`` check and a one-line help (used by the
     command lines)."""
@@ -55,19 +78,23 @@ class MethodConfig:
     runtime_options: ClassVar[tuple] = ()
 
     def __post_init__(self):
-        self.normalise()
         self.validate()
+        self.normalise()
 
     def normalise(self) -> None:
-        """Bring option values to their canonical type (e.g. a list to a tuple) before validation."""
+        """Bring option values to their canonical type (e.g. a list to a tuple) once they are valid."""
+        for f in fields(self):
+            if isinstance(f.default, tuple):
+                setattr(self, f.name, tuple(getattr(self, f.name)))
 
     def validate(self) -> None:
+        """Every option: the type of its default first (bool is an int in Python, and a string compared with a
+        number raises a bare TypeError), then its own check."""
         for f in fields(self):
-            check = f.metadata.get("check")
             value = getattr(self, f.name)
-            if check is not None and not check[0](value):
-                raise ConfigError(f"peft option {f.name}={value!r} of method {self.method!r} is invalid: "
-                                  f"expected {check[1]}")
+            for check in (_type_check(f.default), f.metadata.get("check")):
+                if check is not None and not check[0](value):
+                    raise OptionValueError(self.method, f.name, value, check[1])
 
     # ---------------------------------------------------------------------------------------------------------
     @classmethod
@@ -150,6 +177,7 @@ def method_config(method: str, **options) -> MethodConfig:
 
     entry = get_method(method)
     resolved, unknown = entry.config.resolve_names(options)
+    given = {entry.config.flat_keys().get(k, k): k for k in options}  # option name -> the key the caller used
     if unknown:
         key, value = unknown[0]
         owners = [m for m in owners_of(key) if m != method]
@@ -158,7 +186,12 @@ def method_config(method: str, **options) -> MethodConfig:
         known = sorted(set(entry.config.option_names()) | set(entry.config.flat_keys()))
         raise ConfigError(f"unknown peft option(s) {sorted(k for k, _ in unknown)} for method {method!r}; known "
                           f"options: {known} (registered methods: {', '.join(method_names())})")
-    return entry.config(**resolved)
+    try:
+        return entry.config(**resolved)
+    except OptionValueError as e:
+        key = given.get(e.option, e.option)
+        where = f"option {e.option!r} of method {method!r}" if key != e.option else f"method {method!r}"
+        raise ConfigError(f"peft option {key}={e.value!r} ({where}) is invalid: expected {e.expected}") from e
 
 
 def config_from_dict(d: Mapping[str, Any], *, legacy_flat: bool = False) -> MethodConfig:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from shared_apt.vl.data.arrow import ArrowFileError
-from shared_apt.vl.data.datasets import (METER_VQA_SPLITS, BadImageError, CocoCaptionKarpathyDataset,
+from shared_apt.vl.data.datasets import (METER_VQA_SPLITS, BadImageError, BadSample, CocoCaptionKarpathyDataset,
                                       ConceptualCaptionDataset, F30KCaptionKarpathyDataset, NLVR2Dataset,
-                                      TooManyBadImagesError, VisualGenomeCaptionDataset, VQAv2Dataset)
+                                      VisualGenomeCaptionDataset, VQAv2Dataset, is_empty_batch)
 from shared_apt.vl.data.text import MLMCollator
 
 KW = dict(image_size=64, max_text_len=12)
@@ -135,38 +135,30 @@ def test_corrupt_image_is_counted_logged_and_never_replaced(tmp_path, tokenizer,
         (im(64, 64), ["a"], "0.jpg"), (writers.corrupt, ["b"], "1.jpg"), (im(64, 64), ["c"], "2.jpg"),
         (im(64, 64), ["d"], "3.jpg"),
     ], split="test")
-    ds = F30KCaptionKarpathyDataset(str(tmp_path), ["pixelbert"], split="test", tokenizer=tokenizer,
-                                    max_bad_image_fraction=0.5, **KW)
+    ds = F30KCaptionKarpathyDataset(str(tmp_path), ["pixelbert"], split="test", tokenizer=tokenizer, **KW)
     with pytest.raises(BadImageError, match=r"row 1 in table 'f30k_caption_karpathy_test'"):
         ds.get_raw_image(1)
     with caplog.at_level(logging.WARNING, logger="shared_apt.vl.data.datasets"):
         samples = [ds[i] for i in range(4)]
-    assert samples[1] is None
-    assert [s["text"][0] for s in samples if s is not None] == ["a", "c", "d"]
+    assert isinstance(samples[1], BadSample)
+    assert (samples[1].table, samples[1].row, samples[1].column) == ("f30k_caption_karpathy_test.arrow", 1, "image")
+    assert [s["text"][0] for s in samples if not isinstance(s, BadSample)] == ["a", "c", "d"]
     assert ds.bad_samples == [("f30k_caption_karpathy_test", 1)]
     assert "f30k_caption_karpathy_test" in caplog.text and "row 1" in caplog.text
     batch = ds.collate(samples, MLMCollator(tokenizer))
     assert batch["text"] == ["a", "c", "d"] and batch["image"][0].shape[0] == 3
-    assert ds.collate([None, None], MLMCollator(tokenizer)) is None
-
-
-def test_bad_image_fraction_limit_raises(tmp_path, tokenizer, writers):
-    writers.caption(tmp_path / "f30k_caption_karpathy_test.arrow", [
-        (writers.image(64, 64), ["a"], "0.jpg"), (writers.corrupt, ["b"], "1.jpg"),
-    ], split="test")
-    ds = F30KCaptionKarpathyDataset(str(tmp_path), ["pixelbert"], split="test", tokenizer=tokenizer, **KW)
-    assert ds[0] is not None
-    with pytest.raises(TooManyBadImagesError, match=r"max_bad_image_fraction 0.01.*f30k_caption_karpathy_test\[1\]"):
-        ds[1]
+    assert batch["bad_images"] == [("f30k_caption_karpathy_test.arrow", 1, "image")] and batch["samples_read"] == 4
+    empty = ds.collate([samples[1], samples[1]], MLMCollator(tokenizer))
+    assert empty == {"bad_images": [("f30k_caption_karpathy_test.arrow", 1, "image")] * 2, "samples_read": 2}
+    assert is_empty_batch(empty) and not is_empty_batch(batch)
 
 
 def test_nlvr2_bad_right_image_skips_the_sample(tmp_path, tokenizer, writers):
     writers.nlvr2(tmp_path / "nlvr2_train.arrow", [
         (writers.image(64, 64), writers.corrupt, ["s1", "s2"], ["True", "False"], "train-1-0"),
     ])
-    ds = NLVR2Dataset(str(tmp_path), ["pixelbert"], split="train", tokenizer=tokenizer, max_bad_image_fraction=1.0,
-                      **KW)
-    assert ds[0] is None and ds[1] is None
+    ds = NLVR2Dataset(str(tmp_path), ["pixelbert"], split="train", tokenizer=tokenizer, **KW)
+    assert [(b.table, b.row, b.column) for b in (ds[0], ds[1])] == [("nlvr2_train.arrow", 0, "image_1")] * 2
     assert ds.bad_samples == [("nlvr2_train", 0), ("nlvr2_train", 0)]
 
 

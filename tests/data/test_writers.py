@@ -511,3 +511,78 @@ def test_nlvr1_split_without_directory_field_finds_its_image_folders(nlvr1_root,
 def test_nlvr1_real_hidden_split_writes(tmp_path):
     counts = nlvr1.make_arrow(NLVR1_ROOT, str(tmp_path), split="hidden", limit=3, show_progress=False)
     assert counts == {"nlvr1_hidden.arrow": 3}
+
+
+# NLVR's hidden split spreads the six permutations of one identifier over two image folders (as hidden-3291-2 does)
+SPREAD_LAYOUT = {"1-0": ["0"] * 6, "2-0": ["0"] * 4 + ["1"] * 2, "3-0": ["2"] * 6, "4-0": ["3"] * 3 + ["2"] * 3}
+
+
+@pytest.fixture
+def spread_root(tmp_path):
+    """A ``hidden`` split without ``directory`` fields whose permutations sit in the folders of SPREAD_LAYOUT;
+    image k of example i is filled with nlvr1_color(i, k)."""
+    root = tmp_path / "nlvr"
+    records = []
+    for i, (identifier, folders) in enumerate(SPREAD_LAYOUT.items()):
+        records.append({"sentence": f"sentence {i}", "label": "true" if i % 2 else "false", "identifier": identifier})
+        for k, folder in enumerate(folders):
+            path = root / "hidden" / "images" / folder / f"hidden-{identifier}-{k}.png"
+            os.makedirs(path.parent, exist_ok=True)
+            Image.new("RGBA", (40, 10), nlvr1_color(i, k) + (255,)).save(path)
+    dump_json_lines(root / "hidden" / "hidden.json", records)
+    return root
+
+
+def test_nlvr1_images_found_by_file_name_across_folders(spread_root, tmp_path):
+    out = tmp_path / "out"
+    counts = nlvr1.make_arrow(str(spread_root), str(out), split="hidden", name="hidden_train", all_images=True,
+                              show_progress=False)
+    assert counts == {"nlvr1_hidden_train.arrow": 24}
+    got = rows(out / "nlvr1_hidden_train.arrow")
+    assert [decode(r["image"]).getpixel((5, 5)) for r in got] == [nlvr1_color(i, k) for i in range(4)
+                                                                  for k in range(6)]
+    assert [r["question_id"][0] for r in got] == [n * 1000 + k for n in (1, 2, 3, 4) for k in range(6)]
+
+
+def test_nlvr1_directory_cut_keeps_every_folder_on_one_side(spread_root, tmp_path):
+    out = tmp_path / "out"
+    nlvr1.make_arrow(str(spread_root), str(out), split="hidden", val_fraction=0.5, all_images=True, seed=1,
+                     show_progress=False)
+    folder_of = {n * 1000 + k: SPREAD_LAYOUT[f"{n}-0"][k] for n in (1, 2, 3, 4) for k in range(6)}
+    train = {folder_of[r["question_id"][0]] for r in rows(out / "nlvr1_hidden_train.arrow")}
+    val = {folder_of[r["question_id"][0]] for r in rows(out / "nlvr1_hidden_val.arrow")}
+    assert train and val and not train & val and train | val == {"0", "1", "2", "3"}
+    # folders 0 and 1 share example 2-0, folders 2 and 3 share 4-0: two groups, one per side
+    assert {frozenset(train), frozenset(val)} == {frozenset({"0", "1"}), frozenset({"2", "3"})}
+
+
+def test_nlvr1_image_in_two_folders_is_an_error(spread_root, tmp_path):
+    src = spread_root / "hidden" / "images" / "0" / "hidden-1-0-0.png"
+    os.makedirs(spread_root / "hidden" / "images" / "9")
+    (spread_root / "hidden" / "images" / "9" / "hidden-1-0-0.png").write_bytes(src.read_bytes())
+    with pytest.raises(RawDataError, match=r"NLVR image hidden-1-0-0\.png is in two folders: .*images/0 and "
+                                           r".*images/9"):
+        nlvr1.make_arrow(str(spread_root), str(tmp_path / "out"), split="hidden", show_progress=False)
+
+
+@pytest.mark.skipif(not os.path.isdir(NLVR1_ROOT), reason="real NLVR corpus not present at ../shared/data/nlvr1")
+def test_nlvr1_real_hidden_split_as_a_training_split(tmp_path, tokenizer):
+    """hidden-3291-2-0..3.png are in images/0/, -4 and -5 in images/1/ (example 165 of hidden.json)."""
+    from shared_apt.vl.data.datasets import NLVR1Dataset
+
+    out = tmp_path / "out"
+    counts = nlvr1.make_arrow(NLVR1_ROOT, str(out), split="hidden", name="hidden", limit=170, image_index=5,
+                              val_fraction=0.2, group_by="set", seed=0, show_progress=False)
+    assert sum(counts.values()) == 170 and set(counts) == {"nlvr1_hidden_train.arrow", "nlvr1_hidden_val.arrow"}
+    got = {r["question_id"][0]: r for name in counts for r in rows(out / name)}
+    with Image.open(os.path.join(NLVR1_ROOT, "hidden", "images", "1", "hidden-3291-2-5.png")) as raw:
+        rgba = raw.convert("RGBA")
+    want = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    assert decode(got[3291025]["image"]).tobytes() == want.tobytes()
+    with pytest.raises(RawDataError, match=r"only 1 group\(s\).*group_by='set'"):
+        nlvr1.make_arrow(NLVR1_ROOT, str(out), split="hidden", limit=170, val_fraction=0.2, show_progress=False)
+    ds = NLVR1Dataset(str(out), ["pixelbert"], split="train", names=["nlvr1_hidden_train", "nlvr1_hidden_val"],
+                      image_size=128, max_text_len=16, tokenizer=tokenizer)
+    assert len(ds) == 170
+    sample = ds[0]
+    assert sample["vqa_labels"] in ([0], [1]) and sample["image"][0].shape[0] == 3

@@ -127,6 +127,65 @@ def test_resume_from_last_checkpoint_equals_uninterrupted_run(demo, tmp_path, un
     assert _max_diff(_weights(resumed["model"]), reference) < 1e-6
 
 
+KILL_CHILD = r"""
+import os, signal, sys
+import torch
+sys.path[:0] = [{tests!r}, {training!r}]
+torch.set_num_threads(1)
+from pytorch_lightning.callbacks import Callback
+from test_run import RESUME_OVERRIDES, small_dm
+from training_helpers import demo_config
+from shared_apt.vl.training.run import run
+from vilt.modules.vilt_module import ViLTransformerSS
+
+real_save = torch.save
+
+
+def save(obj, f, *args, **kwargs):
+    # kill -9 half-way through writing last.ckpt at step 4: a partial temporary file is left behind
+    if isinstance(obj, dict) and obj.get("global_step") == 4 and "last.ckpt" in os.path.basename(str(f)):
+        with open(f, "wb") as h:
+            h.write(b"partial")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+
+
+class KillAtStep5(Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+if {mode!r} == "write":
+    torch.save = save
+run(demo_config({demo!r}, {log_dir!r}, **RESUME_OVERRIDES), ViLTransformerSS, small_dm,
+    callbacks=[KillAtStep5()] if {mode!r} == "train" else [])
+"""
+
+
+@pytest.mark.parametrize("mode", ["write", "train"])
+def test_kill_9_then_resume_equals_uninterrupted_run(demo, tmp_path, uninterrupted, mode):
+    """kill -9 half-way through writing last.ckpt at step 4 ("write"), or after step 5 ("train")."""
+    log_dir = str(tmp_path / "killed")
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = KILL_CHILD.format(tests=os.path.dirname(here), training=here, demo=dict(demo), log_dir=log_dir,
+                                    mode=mode)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    ckpt_dir = glob.glob(os.path.join(log_dir, "*", "version_0", "checkpoints"))[0]
+    stale = glob.glob(os.path.join(ckpt_dir, ".tmp-*last.ckpt*"))
+    assert len(stale) == (1 if mode == "write" else 0)       # the interrupted write's temporary file
+    # "write": the old last.ckpt is intact; "train": the one of step 4
+    assert load_checkpoint(os.path.join(ckpt_dir, "last.ckpt"))["global_step"] == (2 if mode == "write" else 4)
+
+    resumed = run({**demo_config(demo, log_dir, **RESUME_OVERRIDES), "resume_from": "last"}, ViLTransformerSS,
+                  small_dm)
+    assert resumed["trainer"].global_step == 9
+    assert not glob.glob(os.path.join(ckpt_dir, ".tmp-*"))   # removed at the start of the resumed run
+    assert _max_diff(_weights(resumed["model"]), uninterrupted) == 0
+
+
 def test_checkpoint_carries_config_and_tuned_weights_are_saved(demo, tmp_path):
     cfg = demo_config(demo, tmp_path, max_steps=2, peft="apt", peft_options={"num_prompts": 3, "apt_rank": 2})
     out = run(cfg, ViLTransformerSS, small_dm)

@@ -13,9 +13,10 @@ import os
 import torch
 from torch import nn
 
-from shared_apt.vl.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
-from shared_apt.vl.heads import ITMHead, MLMHead, Pooler, classifier, init_weights
 from shared_apt.peft.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
+from shared_apt.vl import official
+from shared_apt.vl.checkpoint import CheckpointError, load_state_dict_checked, state_dict_of
+from shared_apt.vl.heads import ITMHead, MLMHead, Pooler, classifier, init_weights
 from shared_apt.vl.training import module as _training_module
 from shared_apt.vl.training import objectives as _shared_objectives
 from shared_apt.vl.training.module import VisionLanguageModule
@@ -321,12 +322,14 @@ class METERTransformerSS(VisionLanguageModule):
     # ------------------------------------------------------------------------------------------------------------
     # Loading (docs/backbones.md, METER)
 
-    def load_upstream(self, path: str) -> None:
+    def load_upstream(self, path: str, ckpt: dict = None) -> None:
         """Upstream ``load_path`` semantics: positions resized to this image_size, strict=False with every difference
         named; the RoBERTa ``position_ids`` buffer (persistent in transformers 4.6) is accepted and ignored;
-        rank_output is re-tied to ITM row 1 when the checkpoint has none."""
-        ckpt = load_checkpoint(path, trust=config_value(self.hparams.config, "trust_checkpoint"))
+        rank_output is re-tied to ITM row 1 when the checkpoint has none. Checkpoints of the authors' APT code are
+        converted to this project's names first (shared_apt.vl.official). ``ckpt``: the file's content, when already read."""
+        ckpt = ckpt if ckpt is not None else self.read_upstream(path)
         sd = dict(state_dict_of(ckpt, path))
+        sd = official.to_project(self, sd, source=path)
         sd = adapt_position_encoding(sd, self.vit_model.visual.input_resolution, self.vit_model.visual.patch_size,
                                      source=path)
         if hasattr(self, "nlvr2_classifier") and "token_type_embeddings.weight" in sd:
@@ -335,7 +338,10 @@ class METERTransformerSS(VisionLanguageModule):
                 raise CheckpointError(
                     f"{path}: token_type_embeddings has 2 rows but this NLVR2 model was built with 3 "
                     "(upstream loads a 2-row checkpoint only before the NLVR2 head exists: use test_only=False)")
-        load_state_dict_checked(self, sd, source=path, ignore=("text_transformer.embeddings.position_ids",))
+        load_state_dict_checked(self, sd, source=path, **self.load_checks(
+            ckpt, strict=self.cfg("strict_load"),
+            test_only=self.cfg("test_only"),
+            method=self.applied_method()))
         if hasattr(self, "rank_output") and "rank_output.weight" not in sd:
             self.tie_rank_output()
 
@@ -386,6 +392,28 @@ class METERTransformerSS(VisionLanguageModule):
                 "input_image_embed_size": config_value(cfg, "input_image_embed_size"),
             },
             prepare=self._prepare_for_method,
+        )
+
+    def official_layout(self) -> official.OfficialLayout:
+        """Key names of the authors' method files (DoubtedSteam/APT, METER/meter/modules/bert_model_<m>.py and
+        meter_module_prompt*.py). Their deep prompts sit in the cross-attentions only, ``prompts.1`` serving the text
+        layers and ``prompts.0`` the image layers; their APT leaves its scale frozen."""
+        sites, deep = {}, {}
+        for stream, prompt_set in (("text", "prompts.1"), ("image", "prompts.0")):
+            for i in range(len(getattr(self, f"cross_modal_{stream}_layers"))):
+                layer = f"cross_modal_{stream}_layers.{i}"
+                for att in ("attention", "crossattention"):
+                    n = f"{layer}.{att}"
+                    sites[n] = official.OfficialSite(
+                        apt=f"{n}.output.APT", scaled_pa=f"{n}.output.PA", lora=f"{n}.self",
+                        adapter=f"{n}.output.adapter",
+                        adapter_ffn=f"{layer}.output.adapter" if att == "crossattention" else None)
+                deep[f"{layer}.crossattention"] = (prompt_set, i)
+        return official.OfficialLayout(
+            sites=sites, deep_prompt=deep,
+            shallow_prompt={"cross_modal_text_input": ("prompts.0", 0), "cross_modal_image_input": ("prompts.1", 0)},
+            variants={"deep_prompt": {"deep_prompt_sites": "cross"}, "apt": {"apt_train_scale": False},
+                      "shallow_prompt": {"prompt_placement": "prepend"}},
         )
 
     def class_token_id(self) -> int:

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shared_apt.peft.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
+from shared_apt.vl import official
 from shared_apt.vl.checkpoint import CheckpointError, load_checkpoint, load_state_dict_checked, state_dict_of
 from shared_apt.vl.heads import ITMHead, MLMHead, MPPHead, Pooler, classifier, init_weights
-from shared_apt.peft.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite, attribute_setter
 from shared_apt.vl.training.module import VisionLanguageModule
 
 from .vision_transformer import VisionTransformer
@@ -114,11 +115,13 @@ class ViLTransformerSS(VisionLanguageModule):
     # ------------------------------------------------------------------------------------------------------------
     # Loading (docs/backbones.md, ViLT)
 
-    def load_upstream(self, path: str) -> None:
+    def load_upstream(self, path: str, ckpt: dict = None) -> None:
         """Upstream ``load_path`` semantics (strict=False) with every difference named; rank_output is re-tied to
-        ITM row 1 when the checkpoint has no rank_output."""
-        ckpt = load_checkpoint(path, trust=self.cfg("trust_checkpoint"))
+        ITM row 1 when the checkpoint has no rank_output. Checkpoints of the authors' APT code are converted to this
+        project's names first (shared_apt.vl.official). ``ckpt``: the file's content, when already read."""
+        ckpt = ckpt if ckpt is not None else self.read_upstream(path)
         sd = dict(state_dict_of(ckpt, path))
+        sd = official.to_project(self, sd, source=path)
         if hasattr(self, "nlvr2_classifier") and "token_type_embeddings.weight" in sd:
             rows = sd["token_type_embeddings.weight"]
             if rows.shape[0] == 2 and self.token_type_embeddings.weight.shape[0] == 3:
@@ -126,7 +129,10 @@ class ViLTransformerSS(VisionLanguageModule):
                     f"{path}: token_type_embeddings has 2 rows but this NLVR2 model was built with 3 "
                     "(upstream loads a 2-row checkpoint only before the NLVR2 head exists: use test_only=False)"
                 )
-        load_state_dict_checked(self, sd, source=path, ignore=("text_embeddings.position_ids",))
+        load_state_dict_checked(self, sd, source=path, **self.load_checks(
+            ckpt, strict=self.cfg("strict_load"),
+            test_only=self.cfg("test_only"),
+            method=self.applied_method()))
         if hasattr(self, "rank_output") and "rank_output.weight" not in sd:
             self.tie_rank_output()
 
@@ -143,7 +149,8 @@ class ViLTransformerSS(VisionLanguageModule):
             grid = pe[:, 1:].reshape(1, g0, g0, -1).permute(0, 3, 1, 2)
             grid = F.interpolate(grid, size=(g1, g1), mode="bilinear", align_corners=False)
             sd["pos_embed"] = torch.cat([pe[:, :1], grid.permute(0, 2, 3, 1).reshape(1, g1 * g1, -1)], dim=1)
-        load_state_dict_checked(self.transformer, sd, source=vit)
+        load_state_dict_checked(self.transformer, sd, source=vit,
+                                strict=self.cfg("strict_load"))
 
     # ------------------------------------------------------------------------------------------------------------
     # Tuning-method interface (shared_apt.peft.sites)
@@ -174,6 +181,19 @@ class ViLTransformerSS(VisionLanguageModule):
                 "vocab_size": self.cfg("vocab_size", cfg), "max_text_len": self.cfg("max_text_len", cfg),
             },
             prepare=self._prepare_for_method,
+        )
+
+    def official_layout(self) -> official.OfficialLayout:
+        """Key names of the authors' method files (DoubtedSteam/APT, ViLT/vilt/modules/vision_transformer_<m>.py)."""
+        sites = {}
+        for i in range(len(self.transformer.blocks)):
+            n, b = f"transformer.blocks.{i}.attn", f"transformer.blocks.{i}"
+            sites[n] = official.OfficialSite(apt=f"{n}.APT", scaled_pa=f"{n}.PA", lora=n, adapter=f"{b}.adapter0",
+                                             adapter_ffn=f"{b}.adapter1")
+        return official.OfficialLayout(
+            sites=sites, deep_prompt={n: ("prompt", i) for i, n in enumerate(sites)},
+            shallow_prompt={"transformer": ("prompt", 0)},
+            variants={"shallow_prompt": {"prompt_placement": "append"}},
         )
 
     def _prepare_for_method(self, method: str) -> None:

@@ -1,4 +1,4 @@
-"""The README's main command (``bash script/demo.sh``): on the synthetic demo world, pre-train a tiny ViLT (or METER)
+"""The README's main command (``sh script/demo.sh``): on the synthetic demo world, pre-train a tiny ViLT (or METER)
 with MLM+ITM on the caption tables, fine-tune it on the demo VQA with every tuning method, and print one table
 (method | updated params | additional GFLOPs | VQA score | training time), also written as JSON and PNG.
 

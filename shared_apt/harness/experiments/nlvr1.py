@@ -1,4 +1,4 @@
-"""NLVR (v1.0) benchmark of every tuning method (``bash script/nlvr1_bench.sh TRAIN_SPLIT_DIR... --eval DIR``).
+"""NLVR (v1.0) benchmark of every tuning method (``sh script/nlvr1_bench.sh TRAIN_SPLIT_DIR... --eval DIR``).
 
     python -m shared_apt.harness.experiments.nlvr1 ../shared/data/nlvr1/test --eval ../shared/data/nlvr1/hidden
 

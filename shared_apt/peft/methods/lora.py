@@ -27,9 +27,6 @@ class LoRAConfig(MethodConfig):
     targets: tuple = option(("q", "v"), (lambda v: len(v) >= 1 and set(v) <= {"q", "k", "v"},
                                          "a non-empty subset of ('q', 'k', 'v')"), "projections updated")
 
-    def normalise(self) -> None:
-        self.targets = tuple(self.targets)
-
 
 class LoRAModule(TuningModule):
     """Low-rank updates on some slots (q / k / v) of one attention module."""

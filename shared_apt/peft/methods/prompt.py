@@ -34,12 +34,15 @@ class ShallowPromptConfig(MethodConfig):
 
 @dataclass
 class DeepPromptConfig(MethodConfig):
-    """Deep prompt; flat (Sacred) key ``num_prompts``. Paper setting: p = 200."""
+    """Deep prompt; flat (Sacred) keys ``num_prompts``, ``deep_prompt_sites``. Paper setting: p = 200."""
 
+    legacy_prefix: ClassVar[str] = "deep_prompt_"
     unprefixed: ClassVar[tuple] = ("num_prompts",)
     paper_options: ClassVar[tuple] = ("num_prompts",)
 
     num_prompts: int = option(200, POSITIVE_INT, "p: prompt tokens per attention module")
+    sites: str = option("all", one_of("all", "cross"),
+                        "all: every attention module (paper); cross: cross-attention only (METER's official code)")
 
 
 def vpt_uniform_bound(dim: int, patch: int = 16) -> float:
@@ -103,7 +106,13 @@ def attach_shallow(spec, config: ShallowPromptConfig) -> list:
 
 
 def attach_deep(spec, config: DeepPromptConfig) -> list:
-    return [DeepPrompt(site.dim, config.num_prompts).attach(site) for site in spec.attention_sites]
+    """One prompt set per attention site; ``sites="cross"``: cross-attention sites only (the METER variant of the
+    authors' code: prompts are extra keys/values of the other stream, entering raw)."""
+    sites = [s for s in spec.attention_sites if config.sites == "all" or s.kind == "cross"]
+    if not sites:
+        raise ValueError(f"deep_prompt_sites={config.sites!r}: backbone {spec.signature.get('backbone')} has no "
+                         f"such attention site")
+    return [DeepPrompt(site.dim, config.num_prompts).attach(site) for site in sites]
 
 
 register_method("shallow_prompt", ShallowPromptConfig, attach_shallow)

@@ -14,7 +14,8 @@ train_transform_keys, val_transform_keys, datasets. Extensions (all optional):
   uses it for its own VQA splits, or any subclass with other ``split_names``);
 * ``dataset_split_names``: {key: {split: [table names]}} overriding the tables of a split (e.g. NLVR1 files
   ``nlvr1_test_train`` / ``nlvr1_test_val`` written by the NLVR1 writer);
-* ``max_bad_image_fraction`` (default 0.01), see ``datasets``;
+* ``max_bad_image_fraction`` (default 0.01), applied by ``shared_apt.vl.data.bad_images.BadImageAccounting`` (a callback
+  of the trainer) to the samples of all workers and processes;
 * ``seed``: seed of the training DistributedSampler's shuffle (default 0).
 
 Samplers: training shuffles (``DistributedSampler(shuffle=True)`` under DDP; Lightning calls its ``set_epoch``);
@@ -35,6 +36,7 @@ import pytorch_lightning as pl
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
+from .arrow import ArrowFileError
 from .datasets import DATASETS, BaseDataset, VQAv2Dataset
 from .text import get_mlm_collator, get_tokenizer
 from .vqa import id2answer_from_tables
@@ -145,7 +147,6 @@ class BaseDataModule(pl.LightningDataModule):
         self.image_only = cfg["image_only"]
         self.train_transform_keys = list(cfg["train_transform_keys"])
         self.val_transform_keys = list(cfg["val_transform_keys"])
-        self.max_bad_image_fraction = cfg["max_bad_image_fraction"]
         self.split_names = (cfg.get("dataset_split_names") or {}).get(key, {})
         self.tokenizer = tokenizer if tokenizer is not None else get_tokenizer(cfg["tokenizer"])
         self.vocab_size = self.tokenizer.vocab_size
@@ -158,7 +159,7 @@ class BaseDataModule(pl.LightningDataModule):
         cls = cls or self.dataset_cls
         kwargs = dict(split=split, image_size=self.image_size, max_text_len=self.max_text_len,
                       draw_false_image=draw_false_image, draw_false_text=draw_false_text, image_only=image_only,
-                      tokenizer=self.tokenizer, max_bad_image_fraction=self.max_bad_image_fraction, **extra)
+                      tokenizer=self.tokenizer, **extra)
         if split in self.split_names:
             kwargs["names"] = list(self.split_names[split])
         return cls(self.data_dir, transform_keys, **kwargs)
@@ -218,8 +219,31 @@ class VQAv2DataModule(BaseDataModule):
                 if ds.table is not None:
                     answers += ds.table["answers"].to_pylist()
                     labels += ds.table["answer_labels"].to_pylist()
+            self.check_label_table()
             self.answer2id, self.id2answer = id2answer_from_tables(answers, labels)
             self.num_class = max(self.answer2id.values()) + 1 if self.answer2id else 0
+
+    def check_label_table(self) -> None:
+        """Every file of every split maps each answer to one label, the same in all files, and (when the config
+        sets ``vqav2_label_size``, the classifier width) every label is below that size; ArrowFileError naming the
+        file otherwise."""
+        size = self.config.get("vqav2_label_size")
+        seen: Dict[str, Any] = {}
+        for ds in (self.train_dataset, self.val_dataset, self.test_dataset):
+            if ds.table is None:
+                continue
+            for path, start, stop in zip(ds.table_paths, ds.table_offsets, ds.table_offsets[1:]):
+                part = ds.table.slice(start, stop - start)
+                for row_answers, row_labels in zip(part["answers"].to_pylist(), part["answer_labels"].to_pylist()):
+                    for q_answers, q_labels in zip(row_answers, row_labels):
+                        for answer, label in zip(q_answers or [], q_labels or []):
+                            if size is not None and not 0 <= label < int(size):
+                                raise ArrowFileError(f"arrow file {path!r}: answer {answer!r} has label {label}, "
+                                                     f"outside the label table [0, vqav2_label_size={size})")
+                            known = seen.setdefault(answer, (label, path))
+                            if known[0] != label:
+                                raise ArrowFileError(f"arrow file {path!r}: answer {answer!r} has label {label}, "
+                                                     f"but label {known[0]} in {known[1]!r}")
 
 
 def make_datamodule(config: Mapping[str, Any], key: str, tokenizer=None) -> BaseDataModule:

@@ -3,17 +3,23 @@
 :class:`BaseDataset` keeps upstream's constructor, sample index and collate. Subclasses carry upstream's class names,
 arrow file names and split tables (``split_names``; METER's VQA split is :data:`METER_VQA_SPLITS`). Every table is
 read with :func:`shared_apt.vl.data.arrow.read_arrow_table`, so a missing or corrupt file raises
-:class:`~shared_apt.vl.data.arrow.ArrowFileError` naming the path (upstream skipped missing files silently).
+:class:`~shared_apt.vl.data.arrow.ArrowFileError` naming the path (upstream skipped missing files silently). On opening,
+every file of a split is also checked against what its dataset class reads (:meth:`BaseDataset.required_columns`:
+the columns, their types, no nulls; :meth:`BaseDataset.check_table`: per-row list lengths and value ranges), and all
+files of a split must have the same columns and types: a column missing from one of two training files is an error
+naming that file and column (upstream's ``concat_tables`` filled it with nulls).
 
 Deliberate deviations from upstream:
 
 * A sample whose image cannot be decoded is NOT replaced by a random other sample (upstream's silent retry). The
-  dataset logs the table name and row, counts it, and ``__getitem__`` returns ``None``; :meth:`BaseDataset.collate`
-  drops ``None`` entries (a batch of only bad samples collates to ``None``). Once bad samples exceed
-  ``max_bad_image_fraction`` of the samples this process has read (counted over at least
-  ``min(len(dataset), BAD_IMAGE_MIN_DENOMINATOR)`` samples, so one early bad image does not stop a large run), a
-  :class:`TooManyBadImagesError` is raised. A random NEGATIVE image (``false_image_i``) that fails is logged, counted
-  separately and redrawn, which is the same distribution as upstream's retry.
+  dataset logs the table name and row and ``__getitem__`` returns a :class:`BadSample` marker;
+  :meth:`BaseDataset.collate` drops the markers and records them in the batch (``batch["bad_images"]``: the
+  (table, row, column) of each, ``batch["samples_read"]``: samples the batch was made of; a batch of only bad
+  samples has no other keys, see :func:`is_empty_batch`). Counting therefore happens where the batches arrive, in
+  the main process, whatever the number of DataLoader workers: :mod:`shared_apt.vl.data.bad_images` sums over workers
+  and processes, applies ``max_bad_image_fraction`` to the total and reports at the end of every fit and
+  evaluation. A random NEGATIVE image (``false_image_i``) that fails is logged, counted separately and redrawn,
+  which is the same distribution as upstream's retry.
 * Caption de-duplication keeps first-appearance order (upstream's ``list(set(...))`` order changed between runs).
 """
 from __future__ import annotations
@@ -24,9 +30,10 @@ import logging
 import os
 import random
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from PIL import Image
 
@@ -53,10 +60,78 @@ class TooManyBadImagesError(RuntimeError):
     """More undecodable images than ``max_bad_image_fraction`` allows."""
 
 
+class BadSample:
+    """What ``__getitem__`` returns for a sample whose image cannot be decoded (collate drops and counts it)."""
+
+    __slots__ = ("table", "row", "column", "message")
+
+    def __init__(self, table: str, row: int, column: str, message: str):
+        self.table, self.row, self.column, self.message = table, row, column, message
+
+    def __repr__(self) -> str:
+        return f"BadSample({self.table!r}, {self.row}, {self.column!r})"
+
+    def __reduce__(self):
+        return (BadSample, (self.table, self.row, self.column, self.message))
+
+
+#: batch keys of the bad-image accounting (see the module docstring)
+BAD_IMAGES_KEY = "bad_images"
+SAMPLES_READ_KEY = "samples_read"
+
+
+def is_empty_batch(batch) -> bool:
+    """True for a batch without samples (every sample of it had an undecodable image)."""
+    return batch is None or (isinstance(batch, dict) and not (set(batch) - {BAD_IMAGES_KEY, SAMPLES_READ_KEY}))
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t)
+
+
+def _binary(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+def _string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _list_of(pred):
+    return lambda t: _is_list(t) and pred(t.value_type)
+
+
+BINARY = (_binary, "binary")
+STRING = (_string, "string")
+LIST_OF_STRING = (_list_of(_string), "list<string>")
+LIST_OF_INT = (_list_of(pa.types.is_integer), "list<int64>")
+# VQA answer columns: per question a list (test tables: list<null>, empty lists)
+ANSWERS_TYPE = (lambda t: _is_list(t) and (pa.types.is_null(t.value_type) or _list_of(_string)(t.value_type)),
+                "list<list<string>> (or list<null> in test tables)")
+LABELS_TYPE = (lambda t: _is_list(t) and (pa.types.is_null(t.value_type)
+                                          or _list_of(pa.types.is_integer)(t.value_type)),
+               "list<list<int64>> (or list<null> in test tables)")
+SCORES_TYPE = (lambda t: _is_list(t) and (pa.types.is_null(t.value_type)
+                                          or _list_of(pa.types.is_floating)(t.value_type)),
+               "list<list<float64>> (or list<null> in test tables)")
+
+
+def _list_lengths(col) -> "pa.ChunkedArray":
+    return pc.list_value_length(col)
+
+
+def _first_mismatch(a, b) -> Optional[int]:
+    """First row where the two integer arrays differ, or None."""
+    diff = pc.not_equal(a, b)
+    if not pc.any(diff).as_py():
+        return None
+    return int(pc.index(diff, True).as_py())
+
+
 class BaseDataset(torch.utils.data.Dataset):
     """Upstream ``BaseDataset``: one or more arrow tables concatenated, one sample per (image row, text) pair.
 
-    Args (upstream's, plus `tokenizer` as in METER and the bad-image limit):
+    Args (upstream's, plus `tokenizer` as in METER):
         data_dir: folder holding ``<name>.arrow``.
         transform_keys: image transform names (one image view per key), see ``transforms.keys_to_transforms``.
         image_size: size passed to the transforms.
@@ -67,12 +142,10 @@ class BaseDataset(torch.utils.data.Dataset):
         draw_false_image / draw_false_text: random negatives per sample (``false_image_i``, ``false_text_i``).
         image_only: one sample per row with no text (image side of retrieval evaluation).
         tokenizer: a transformers tokenizer (also settable later through the attribute, as upstream ViLT does).
-        max_bad_image_fraction: see the module docstring.
         text_only: skip image decoding (text side of retrieval evaluation); not an upstream option.
     """
 
     split_names: Dict[str, List[str]] = {}
-    BAD_IMAGE_MIN_DENOMINATOR = 1000
 
     def __init__(
         self,
@@ -87,14 +160,11 @@ class BaseDataset(torch.utils.data.Dataset):
         draw_false_text: int = 0,
         image_only: bool = False,
         tokenizer=None,
-        max_bad_image_fraction: float = 0.01,
         text_only: bool = False,
     ):
         super().__init__()
         if not transform_keys:
             raise ValueError(f"{type(self).__name__}: transform_keys must name at least one transform")
-        if not 0.0 <= max_bad_image_fraction <= 1.0:
-            raise ValueError(f"max_bad_image_fraction={max_bad_image_fraction!r}: expected a fraction in [0, 1]")
         self.transform_keys = list(transform_keys)
         self.transforms = keys_to_transforms(self.transform_keys, size=image_size)
         self.image_mode = image_mode_for_keys(self.transform_keys)
@@ -108,7 +178,6 @@ class BaseDataset(torch.utils.data.Dataset):
         self.text_only = text_only
         self.data_dir = data_dir
         self.tokenizer = tokenizer
-        self.max_bad_image_fraction = max_bad_image_fraction
 
         self.table: Optional[pa.Table] = None
         self.table_lengths: List[int] = []
@@ -145,16 +214,45 @@ class BaseDataset(torch.utils.data.Dataset):
     def table_paths(self) -> List[str]:
         return [os.path.join(self.data_dir, f"{name}.arrow") for name in self.names]
 
-    def _load_tables(self) -> None:
-        tables = [read_arrow_table(path) for path in self.table_paths]
+    def required_columns(self) -> Dict[str, Any]:
+        """{column: type spec} that every file of this dataset must hold (see ``shared_apt.vl.data.arrow``)."""
+        columns: Dict[str, Any] = {}
+        if self.text_column_name:
+            columns[self.text_column_name] = LIST_OF_STRING
+        columns["image"] = BINARY
+        return columns
+
+    def check_table(self, table: pa.Table, path: str) -> None:
+        """Per-row content checks beyond the column types (subclasses add theirs); ArrowFileError naming `path`."""
+
+    def _load_tables(self, verify_digest: bool = True) -> None:
+        required = self.required_columns()
+        tables = []
+        for path in self.table_paths:
+            table = read_arrow_table(path, required, verify_digest=verify_digest)
+            if tables:
+                self._check_same_schema(tables[0], self.table_paths[0], table, path)
+                table = table.select(tables[0].column_names)
+            self.check_table(table, path)
+            tables.append(table)
         self.table_lengths = [len(t) for t in tables]
-        if tables:
-            try:
-                self.table = pa.concat_tables(tables, promote_options="default")
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-                raise ArrowFileError(f"arrow files {self.table_paths} have incompatible schemas: {e}") from e
-        else:
-            self.table = None
+        self.table = pa.concat_tables(tables) if tables else None
+
+    @staticmethod
+    def _check_same_schema(first: pa.Table, first_path: str, table: pa.Table, path: str) -> None:
+        """The files of one split must have the same columns with the same types (no null-filled columns)."""
+        missing = [c for c in first.column_names if c not in table.column_names]
+        if missing:
+            raise ArrowFileError(f"arrow file {path!r} lacks column(s) {missing} that {first_path!r} of the same "
+                                 f"split has; all files of a split need the same columns")
+        extra = [c for c in table.column_names if c not in first.column_names]
+        if extra:
+            raise ArrowFileError(f"arrow file {path!r} has column(s) {extra} that {first_path!r} of the same split "
+                                 f"lacks; all files of a split need the same columns")
+        for name in first.column_names:
+            if table[name].type != first[name].type:
+                raise ArrowFileError(f"arrow file {path!r}: column {name!r} has type {table[name].type}, but "
+                                     f"{first[name].type} in {first_path!r} of the same split")
 
     def __getstate__(self):
         # the memory-mapped table is re-opened in the receiving process instead of being serialised
@@ -164,7 +262,7 @@ class BaseDataset(torch.utils.data.Dataset):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._load_tables()
+        self._load_tables(verify_digest=False)  # verified when the dataset was built; structure is re-checked
 
     @property
     def num_rows(self) -> int:
@@ -274,26 +372,16 @@ class BaseDataset(torch.utils.data.Dataset):
         """The sample dict of `index`; subclasses override (caption datasets use ``get_suite``)."""
         return self.get_suite(index)
 
-    def __getitem__(self, index: int) -> Optional[Dict[str, Any]]:
+    def __getitem__(self, index: int) -> Union[Dict[str, Any], BadSample]:
+        """The sample dict, or a :class:`BadSample` when its image cannot be decoded (counted by the caller of
+        collate, see the module docstring; this process's own tally is in ``bad_samples``)."""
         self.samples_read += 1
         try:
             return self.get_sample(index)
         except BadImageError as e:
-            self._record_bad_sample(e)
-            return None
-
-    def _record_bad_sample(self, error: BadImageError) -> None:
-        self.bad_samples.append((error.table, error.row))
-        logger.warning("skipping sample: %s", error)
-        denominator = max(self.samples_read, min(len(self), self.BAD_IMAGE_MIN_DENOMINATOR), 1)
-        fraction = len(self.bad_samples) / denominator
-        if fraction > self.max_bad_image_fraction:
-            shown = ", ".join(f"{t}[{r}]" for t, r in self.bad_samples[:10])
-            raise TooManyBadImagesError(
-                f"{len(self.bad_samples)} of {self.samples_read} samples read from {self.table_paths} had an "
-                f"undecodable image (fraction {fraction:.4f} > max_bad_image_fraction {self.max_bad_image_fraction}); "
-                f"first bad rows: {shown}. Re-write the arrow files or raise max_bad_image_fraction."
-            ) from error
+            self.bad_samples.append((e.table, e.row))
+            logger.warning("skipping sample: %s", e)
+            return BadSample(f"{e.table}.arrow", e.row, e.column, str(e))
 
     def bad_image_report(self) -> Dict[str, Any]:
         return {"samples_read": self.samples_read, "bad_samples": list(self.bad_samples),
@@ -303,17 +391,25 @@ class BaseDataset(torch.utils.data.Dataset):
     # collate (docs/backbones.md, ViLT)
     # ------------------------------------------------------------------------------------------------------------
 
-    def collate(self, batch: Sequence[Optional[Dict[str, Any]]], mlm_collator) -> Optional[Dict[str, Any]]:
+    def collate(self, batch: Sequence[Union[Dict[str, Any], BadSample]], mlm_collator) -> Dict[str, Any]:
         """Upstream ``BaseDataset.collate``: pad images top-left to one size, pad and MLM-mask every text key.
 
-        ``None`` samples (undecodable images) are dropped first; an all-``None`` batch gives ``None``.
+        :class:`BadSample` markers (undecodable images) are dropped first and recorded as ``batch["bad_images"]``
+        ([(table file, row, column)]) with ``batch["samples_read"]`` = all samples given; a batch of only bad
+        samples holds just those two keys (:func:`is_empty_batch`).
         """
-        batch = [b for b in batch if b is not None]
+        bad = [(b.table, b.row, b.column) for b in batch if isinstance(b, BadSample)]
+        samples_read = len(batch)
+        batch = [b for b in batch if not isinstance(b, BadSample)]
+        if any(b is None for b in batch):
+            raise TypeError("collate: got a None sample; undecodable images are BadSample markers")
         if not batch:
-            return None
+            return {BAD_IMAGES_KEY: bad, SAMPLES_READ_KEY: samples_read}
         batch_size = len(batch)
         keys = sorted({k for b in batch for k in b.keys()})
         dict_batch = {k: [b.get(k) for b in batch] for k in keys}
+        dict_batch[BAD_IMAGES_KEY] = bad
+        dict_batch[SAMPLES_READ_KEY] = samples_read
 
         img_keys = [k for k in keys if IMAGE_KEY.match(k)]
         if img_keys:
@@ -401,6 +497,51 @@ class VQAv2Dataset(BaseDataset):
         super().__init__(*args, names=_split_tables(type(self), split, names), text_column_name="questions",
                          remove_duplicate=False, **kwargs)
 
+    def required_columns(self) -> Dict[str, Any]:
+        return {"image": BINARY, "questions": LIST_OF_STRING, "answers": ANSWERS_TYPE, "answer_labels": LABELS_TYPE,
+                "answer_scores": SCORES_TYPE, "question_id": LIST_OF_INT}
+
+    def check_table(self, table: pa.Table, path: str) -> None:
+        """Per row: one question id per question; answers, labels and scores given for every question or for none
+        (test tables); per question as many labels and scores as answers; labels >= 0; scores in [0, 1]."""
+        n_q = _list_lengths(table["questions"])
+        row = _first_mismatch(_list_lengths(table["question_id"]), n_q)
+        if row is not None:
+            raise ArrowFileError(f"arrow file {path!r}, row {row}: {len(table['question_id'][row])} question ids for "
+                                 f"{len(table['questions'][row])} questions")
+        n_a = _list_lengths(table["answers"])
+        bad = pc.and_(pc.not_equal(n_a, 0), pc.not_equal(n_a, n_q))
+        if pc.any(bad).as_py():
+            row = int(pc.index(bad, True).as_py())
+            raise ArrowFileError(f"arrow file {path!r}, row {row}: answers given for {n_a[row].as_py()} of "
+                                 f"{n_q[row].as_py()} questions (expected all or none)")
+        for column in ("answer_labels", "answer_scores"):
+            row = _first_mismatch(_list_lengths(table[column]), n_a)
+            if row is not None:
+                raise ArrowFileError(f"arrow file {path!r}, row {row}: column {column!r} has "
+                                     f"{len(table[column][row])} entries for {n_a[row].as_py()} answered questions")
+        if pa.types.is_null(table["answers"].type.value_type):
+            return
+        per_q_answers = _list_lengths(pc.list_flatten(table["answers"]))
+        for column in ("answer_labels", "answer_scores"):
+            if pa.types.is_null(table[column].type.value_type):
+                raise ArrowFileError(f"arrow file {path!r}: column {column!r} is {table[column].type} while "
+                                     f"'answers' holds answers")
+            if _first_mismatch(_list_lengths(pc.list_flatten(table[column])), per_q_answers) is not None:
+                raise ArrowFileError(f"arrow file {path!r}: column {column!r} does not give one value per answer "
+                                     f"(per question as many entries as 'answers')")
+        labels = pc.list_flatten(pc.list_flatten(table["answer_labels"]))
+        if len(labels) and pc.min(labels).as_py() < 0:
+            raise ArrowFileError(f"arrow file {path!r}: column 'answer_labels' holds the negative label "
+                                 f"{pc.min(labels).as_py()}; labels index the answer table (>= 0)")
+        scores = pc.list_flatten(pc.list_flatten(table["answer_scores"]))
+        if len(scores):
+            finite_in_range = pc.and_(pc.greater_equal(scores, 0.0), pc.less_equal(scores, 1.0))
+            if not pc.all(finite_in_range).as_py():
+                bad_value = scores.filter(pc.invert(finite_in_range))[0].as_py()
+                raise ArrowFileError(f"arrow file {path!r}: column 'answer_scores' holds {bad_value!r}; VQA soft "
+                                     f"scores are in [0, 1]")
+
     def _answer_cell(self, column: str, row: int, question_index: int) -> list:
         per_question = self.table[column][row].as_py() or []
         return list(per_question[question_index]) if question_index < len(per_question) else []
@@ -437,6 +578,21 @@ class NLVR2Dataset(BaseDataset):
         kwargs.pop("remove_duplicate", None)
         super().__init__(*args, names=_split_tables(type(self), split, names), text_column_name="questions",
                          remove_duplicate=False, **kwargs)
+
+    def required_columns(self) -> Dict[str, Any]:
+        return {"image_0": BINARY, "image_1": BINARY, "questions": LIST_OF_STRING, "answers": LIST_OF_STRING}
+
+    def check_table(self, table: pa.Table, path: str) -> None:
+        """One answer per sentence, each "True" or "False"."""
+        row = _first_mismatch(_list_lengths(table["answers"]), _list_lengths(table["questions"]))
+        if row is not None:
+            raise ArrowFileError(f"arrow file {path!r}, row {row}: {len(table['answers'][row])} answers for "
+                                 f"{len(table['questions'][row])} sentences")
+        answers = pc.list_flatten(table["answers"])
+        valid = pc.is_in(answers, value_set=pa.array(["True", "False"]))
+        if len(answers) and not pc.all(valid).as_py():
+            value = answers.filter(pc.invert(valid))[0].as_py()
+            raise ArrowFileError(f"arrow file {path!r}: column 'answers' holds {value!r}; expected 'True' or 'False'")
 
     def get_sample(self, index: int) -> Dict[str, Any]:
         image_0 = self.get_image(index, image_key="image_0")["image"]
@@ -482,6 +638,12 @@ class CocoCaptionKarpathyDataset(_CaptionDataset):
         "val": ["coco_caption_karpathy_test"],
         "test": ["coco_caption_karpathy_test"],
     }
+
+    def required_columns(self) -> Dict[str, Any]:
+        columns = super().required_columns()
+        if "test" in self.split:
+            columns["image_id"] = STRING
+        return columns
 
     def get_sample(self, index: int) -> Dict[str, Any]:
         suite = self.get_suite(index)

@@ -30,7 +30,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+import shared_apt
 from shared_apt.peft.atomic import atomic_write_json
+from shared_apt.peft.config import options_from_config
+from shared_apt.vl import official
+from shared_apt.vl.checkpoint import load_checkpoint, state_dict_of
+from shared_apt.vl.data.datasets import is_empty_batch
 from shared_apt.vl.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
 
 from . import objectives
@@ -90,6 +95,26 @@ class VisionLanguageModule(pl.LightningModule):
             raise ValueError(f"loss_names has unknown task(s) {unknown}; known: {list(TASK_ORDER)}")
 
     # ------------------------------------------------------------------------------------------------------------
+    # Loading ``load_path``
+
+    def applied_method(self) -> str:
+        """The tuning method attached to this model (``shared_apt.load_official`` may attach the file's method to a
+        model built with ``peft=full``); the config's ``peft`` before any is attached."""
+        config = shared_apt.peft_config(self)
+        return config.method if config is not None else self.hparams.config["peft"]
+
+    def load_checks(self, ckpt, strict: bool, test_only: bool, method: str) -> dict:
+        """Keyword arguments of ``shared_apt.vl.checkpoint.load_state_dict_checked`` for ``load_path``: upstream loads
+        before the task heads and the method exist when tuning starts (stage "train"), after everything at
+        ``test_only`` (stage "eval", where the file's recorded method is compared too)."""
+        from shared_apt.checkpoint import method_in_hparams
+
+        if not isinstance(strict, bool):
+            raise TypeError(f"strict_load={strict!r}: expected True or False")
+        return {"strict": strict, "stage": "eval" if test_only else "train", "method": method,
+                "checkpoint_method": method_in_hparams(ckpt) if test_only else None}
+
+    # ------------------------------------------------------------------------------------------------------------
     # Tasks and metrics
 
     @property
@@ -113,7 +138,7 @@ class VisionLanguageModule(pl.LightningModule):
 
     # Keys this project adds to upstream's config; a model built from an upstream config dict gets these defaults.
     project_defaults: Dict[str, object] = {"peft": "full", "peft_options": {}, "trust_checkpoint": False,
-                                           "tuned_path": ""}
+                                           "strict_load": True, "tuned_path": ""}
 
     def cfg(self, key: str, config: Optional[dict] = None):
         """``config[key]``, else the project default, else KeyError naming the key."""
@@ -132,13 +157,11 @@ class VisionLanguageModule(pl.LightningModule):
            ``load_path``, ``init_without_checkpoint`` (the pre-trained encoders' own weights, where available);
         2. ``build_heads_after_load``: heads upstream creates after loading (NLVR2 head and modality rows,
            ``rank_output``), so they start fresh;
-        3. the tuning method (``peft`` and its options, shared_apt.apply);
+        3. the tuning method (``peft`` and its options, shared_apt.apply; a checkpoint of the authors' code read for
+           evaluation brings its method's sizes and variant, shared_apt.vl.official);
         4. ``load_path`` again when ``test_only`` (a fine-tuned checkpoint holds the method's tensors too);
         5. ``tuned_path``: tuned weights written by shared_apt.save_tuned (method tensors + common trainable set);
         6. the metrics of the executed tasks."""
-        import shared_apt
-        from shared_apt.peft.config import options_from_config
-
         load_path, test_only = self.cfg("load_path", config), self.cfg("test_only", config)
         if not load_path:
             self.init_without_checkpoint(config)
@@ -147,9 +170,13 @@ class VisionLanguageModule(pl.LightningModule):
         self.build_heads_after_load(config)
         self.margin = 0.2
         self.class_token = None
-        shared_apt.apply(self, self.cfg("peft", config), **options_from_config(config))
+        peft, options, upstream = self.cfg("peft", config), options_from_config(config), None
         if load_path and test_only:
-            self.load_upstream(load_path)
+            upstream = self.read_upstream(load_path)
+            options = official.options_for(self, peft, options, state_dict_of(upstream, load_path), source=load_path)
+        shared_apt.apply(self, peft, **options)
+        if load_path and test_only:
+            self.load_upstream(load_path, upstream)
         tuned = self.cfg("tuned_path", config)
         if tuned:
             shared_apt.load_tuned(self, tuned)
@@ -161,7 +188,11 @@ class VisionLanguageModule(pl.LightningModule):
     def build_heads_after_load(self, config: dict) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define build_heads_after_load")
 
-    def load_upstream(self, path: str) -> None:
+    def read_upstream(self, path: str) -> dict:
+        """The checkpoint file (a Lightning checkpoint dict, or a bare state dict)."""
+        return load_checkpoint(path, trust=self.cfg("trust_checkpoint"))
+
+    def load_upstream(self, path: str, ckpt: Optional[dict] = None) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define load_upstream")
 
     # Head behaviours ViLT and METER share (docs/backbones.md) -----------------------------------------------------
@@ -294,7 +325,7 @@ class VisionLanguageModule(pl.LightningModule):
         seed_all(step_seed(self.config["seed"], self.global_step, self.global_rank, batch_idx))
 
     def training_step(self, batch, batch_idx):
-        if batch is None:  # every sample of the batch had an undecodable image
+        if is_empty_batch(batch):  # every sample of the batch had an undecodable image
             return None
         self.set_tasks()
         output = self(batch)
@@ -309,14 +340,14 @@ class VisionLanguageModule(pl.LightningModule):
         self._vqa_predictions = []
 
     def validation_step(self, batch, batch_idx):
-        if batch is None:
+        if is_empty_batch(batch):
             return None
         self.set_tasks()
         output = self(batch)
         self.update_metrics("val", output, batch)
 
     def test_step(self, batch, batch_idx):
-        if batch is None:
+        if is_empty_batch(batch):
             return None
         self.set_tasks()
         output = self(batch)
@@ -477,7 +508,7 @@ class VisionLanguageModule(pl.LightningModule):
         with ctx:
             for idx in my_images:
                 sample = image_collate([image_dset[idx]])
-                if sample is None:
+                if is_empty_batch(sample):
                     continue
                 image = sample["image"][0].to(self.device)
                 image_inputs = self.retrieval_image_inputs(image)

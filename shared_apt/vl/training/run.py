@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import glob
 import logging
+import math
 import os
 import re
 import warnings
@@ -49,9 +50,12 @@ from pytorch_lightning.strategies import DDPStrategy
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 import shared_apt
-from shared_apt.vl.checkpoint import save_atomic
+from shared_apt.vl.checkpoint import remove_stale_temp_files, save_atomic
+from shared_apt.vl.data.bad_images import BadImageAccounting
+from shared_apt.vl.data.datamodules import DEFAULTS as DATA_DEFAULTS
 
 from .module import seed_all, step_seed
+from .nonfinite import NonFiniteGuard
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +114,16 @@ def check_config(config: Mapping[str, Any]) -> None:
     if config["max_steps"] is None and (not isinstance(config["max_epoch"], int) or config["max_epoch"] <= 0):
         raise RunConfigError(f"max_epoch={config['max_epoch']!r} must be a positive integer when max_steps is None")
     if config["test_only"] and not config["load_path"]:
-        log.warning("test_only=True with an empty load_path: evaluating randomly initialised weights")
+        raise RunConfigError("test_only=True needs load_path=<checkpoint to evaluate> (an evaluation never runs on "
+                             "randomly initialised weights)")
+    lr = config["learning_rate"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise RunConfigError(f"learning_rate={lr!r}: expected a finite number > 0")
+    if config.get("on_nonfinite", "stop") not in ("stop", "skip"):
+        raise RunConfigError(f"on_nonfinite={config['on_nonfinite']!r}: expected 'stop' or 'skip'")
+    skips = config.get("max_nonfinite_skips", 0)
+    if isinstance(skips, bool) or not isinstance(skips, int) or skips < 0:
+        raise RunConfigError(f"max_nonfinite_skips={skips!r}: expected an integer >= 0")
 
 
 # Config entries whose CONTENT is free-form (method options, dataset overrides): new sub-keys are allowed there.
@@ -245,6 +258,13 @@ class UpstreamModelCheckpoint(ModelCheckpoint):
         skip = self._should_skip_saving_checkpoint(trainer) or not self._should_save_on_train_epoch_end(trainer)
         super().on_train_epoch_end(trainer, pl_module)
         self._refresh_last(trainer, skip)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        """``last.ckpt`` holds the final step (steps after the last validation would otherwise be only in
+        ``tuned/``). Not reached when training stopped with an exception."""
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and not trainer.fast_dev_run and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def _version_of(path: str) -> Optional[int]:
@@ -438,7 +458,10 @@ def build_trainer(config: Mapping[str, Any], callbacks: Sequence[Callback] = (),
 
     checkpoint_callback = UpstreamModelCheckpoint(monitor="val/the_metric", mode="max", save_top_k=1, save_last=True,
                                           verbose=True)
-    all_callbacks = [checkpoint_callback, LearningRateMonitor(logging_interval="step"), RestoreLoaderState()]
+    guard = NonFiniteGuard(config.get("on_nonfinite", "stop"), config.get("max_nonfinite_skips", 0))
+    # the guard first: it refuses a non-finite checkpoint before the checkpoint callback records it
+    all_callbacks = [guard, checkpoint_callback, LearningRateMonitor(logging_interval="step"), RestoreLoaderState(),
+                     BadImageAccounting(config.get("max_bad_image_fraction", DATA_DEFAULTS["max_bad_image_fraction"]))]
     if config.get("save_tuned_weights", True):
         all_callbacks.append(SaveTunedWeights())
     all_callbacks += list(callbacks)
@@ -483,6 +506,10 @@ def run(config: Mapping[str, Any], model_cls: Callable[[dict], pl.LightningModul
     model = model_cls(config)
 
     ckpt_path, version = (None, None) if config["test_only"] else resolve_resume(config)
+    if not config["test_only"]:
+        for folder in glob.glob(os.path.join(glob.escape(str(config["log_dir"])), glob.escape(logger_name(config)),
+                                             "version_*", "*")):
+            remove_stale_temp_files(folder)      # checkpoints/ and tuned/ of a run killed while writing
     trainer = build_trainer(config, callbacks, logger_version=version)
     if config["test_only"]:
         trainer.test(model, datamodule=dm)

@@ -3,7 +3,11 @@
 Raw layout (lil-lab/nlvr, folder ``nlvr/``), for a split name such as ``test``, ``hidden``, ``dev`` or ``train``::
 
     <root>/<split>/<split>.json                                      JSON lines: sentence, label, identifier, directory
-    <root>/<split>/images/<directory>/<split>-<identifier>-<k>.png   k = 0..5, six permutations of the same boxes
+    <root>/<split>/images/<folder>/<split>-<identifier>-<k>.png      k = 0..5, six permutations of the same boxes
+
+Images are found by file name in any folder of ``images/``: the public ``hidden`` split has no ``directory`` field
+and spreads the six permutations of some identifiers over two folders (``hidden-3291-2-0..3.png`` in ``images/0/``,
+``-4`` and ``-5`` in ``images/1/``).
 
 Mode ``vqa`` (default) treats NLVR as a binary VQA task and writes the ``vqav2_*`` schema
 (:func:`shared_apt.vl.data.writers.vqa.vqa_schema`) to ``nlvr1_<name>.arrow``:
@@ -70,9 +74,21 @@ def split_file(root: str, split: str) -> str:
     return os.path.join(root, split, f"{split}.json")
 
 
+def image_name(split: str, example: dict, k: int) -> str:
+    """``<split>-<identifier>-<k>.png``."""
+    return f"{split}-{example['identifier']}-{k}.png"
+
+
 def image_path(root: str, split: str, example: dict, k: int) -> str:
-    """``<root>/<split>/images/<directory>/<split>-<identifier>-<k>.png``."""
-    return os.path.join(root, split, "images", str(example["directory"]), f"{split}-{example['identifier']}-{k}.png")
+    """``<root>/<split>/images/<folder>/<split>-<identifier>-<k>.png``, the folder found by file name
+    (:func:`image_index`): the ``hidden`` split spreads the six permutations of one identifier over several
+    folders, so an example's ``directory`` does not locate all of its images."""
+    name = image_name(split, example, k)
+    folder = example["image_folders"].get(k)
+    if folder is None:
+        raise RawDataError(f"NLVR image not found: {name} (in no folder of "
+                           f"{os.path.join(root, split, 'images')}/*/)")
+    return os.path.join(root, split, "images", folder, name)
 
 
 def parse_identifier(identifier: str, where: str) -> Tuple[int, int]:
@@ -89,9 +105,8 @@ def question_id(identifier: str, k: int) -> int:
     return n * 1000 + m * 10 + k
 
 
-def directory_index(root: str, split: str) -> dict:
-    """identifier -> image folder, found by listing ``images/*/`` (some public splits, e.g. ``hidden``, have no
-    ``directory`` field in their JSON)."""
+def image_index(root: str, split: str) -> Dict[str, str]:
+    """PNG file name -> the folder of ``<root>/<split>/images/`` holding it; a name in two folders is an error."""
     images = os.path.join(root, split, "images")
     require_dir(images, f"NLVR image folder of split {split!r}")
     prefix, index = f"{split}-", {}
@@ -99,19 +114,24 @@ def directory_index(root: str, split: str) -> dict:
         path = os.path.join(images, folder)
         if not os.path.isdir(path):
             continue
-        for name in os.listdir(path):
+        for name in sorted(os.listdir(path)):
             if name.startswith(prefix) and name.endswith(".png"):
-                index.setdefault(name[len(prefix):-4].rsplit("-", 1)[0], folder)
+                if name in index:
+                    raise RawDataError(f"NLVR image {name} is in two folders: "
+                                       f"{os.path.join(images, index[name])} and {path}")
+                index[name] = folder
     return index
 
 
 def load_examples(root: str, split: str, limit: Optional[int] = None) -> List[dict]:
-    """The first `limit` (default all) examples of a split, with their fields checked. Examples without a
-    ``directory`` field get the folder that holds their images."""
+    """The first `limit` (default all) examples of a split, with their fields checked and ``image_folders``
+    ({k: folder} of the permutation images present, found by file name). Examples without a ``directory`` field
+    get the folder of their first image."""
     path = split_file(root, split)
     require_dir(os.path.join(root, split), f"NLVR split folder {split!r}")
     examples = load_json_lines(path, "NLVR split file", limit)
-    seen, index = set(), None
+    seen = set()
+    index = image_index(root, split)
     for i, example in enumerate(examples):
         where = f"NLVR split file {path}: line {i + 1}"
         identifier = require_field(example, "identifier", where)
@@ -121,13 +141,14 @@ def load_examples(root: str, split: str, limit: Optional[int] = None) -> List[di
             raise RawDataError(f"{where}: identifier appears twice")
         seen.add(identifier)
         require_field(example, "sentence", where)
+        folders = {k: index[image_name(split, example, k)] for k in range(NUM_PERMUTATIONS)
+                   if image_name(split, example, k) in index}
+        example["image_folders"] = folders
         if "directory" not in example:
-            if index is None:
-                index = directory_index(root, split)
-            if identifier not in index:
+            if not folders:
                 raise RawDataError(f"{where}: no 'directory' field and no image "
                                    f"{split}-{identifier}-<k>.png under {os.path.join(root, split, 'images')}/*/")
-            example["directory"] = index[identifier]
+            example["directory"] = folders[min(folders)]
         if require_field(example, "label", where) not in ANSWER2LABEL:
             raise RawDataError(f"{where}: label {example['label']!r} is neither 'true' nor 'false'")
     return examples
@@ -155,13 +176,31 @@ def rgb_png_bytes(path: str) -> bytes:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def group_key(example: dict, group_by: str) -> str:
-    """The leak-safe unit of an example: its image folder, or the sentence set ``n`` of its identifier."""
-    if group_by == "directory":
-        return str(example["directory"])
+def group_keys(examples: Sequence[dict], group_by: str) -> List[str]:
+    """The leak-safe unit of each example: its sentence set ``n`` (``group_by="set"``), or its image folders
+    (``"directory"``): folders that share an example (its ``directory`` and the folders of its images, which the
+    ``hidden`` split spreads over several) form one group, so no folder ends up on both sides of a cut."""
     if group_by == "set":
-        return example["identifier"].split("-")[0]
-    raise ValueError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
+        return [e["identifier"].split("-")[0] for e in examples]
+    if group_by != "directory":
+        raise ValueError(f"group_by must be one of {GROUP_BY}, got {group_by!r}")
+    parent: Dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    folder_sets = [sorted({str(e["directory"])} | {str(f) for f in e.get("image_folders", {}).values()})
+                   for e in examples]
+    for folders in folder_sets:
+        for f in folders[1:]:
+            ra, rb = find(folders[0]), find(f)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    return [find(folders[0]) for folders in folder_sets]
 
 
 def split_by_group(
@@ -170,16 +209,19 @@ def split_by_group(
     """Cut examples into (train, val) by whole groups; both keep file order."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    groups = sorted({group_key(e, group_by) for e in examples}, key=lambda g: (len(g), g))
+    keys = group_keys(examples, group_by)
+    groups = sorted(set(keys), key=lambda g: (len(g), g))
     if len(groups) < 2:
         raise RawDataError(
             f"cannot cut {len(examples)} examples into train/val by {group_by}: only {len(groups)} group(s)"
+            + (" (image folders that share an example form one group; the 'hidden' split spreads examples over "
+               "folders: cut it with group_by='set')" if group_by == "directory" else "")
         )
     random.Random(seed).shuffle(groups)
     n_val = min(max(1, round(val_fraction * len(groups))), len(groups) - 1)
     val_groups = set(groups[:n_val])
-    train = [e for e in examples if group_key(e, group_by) not in val_groups]
-    val = [e for e in examples if group_key(e, group_by) in val_groups]
+    train = [e for e, g in zip(examples, keys) if g not in val_groups]
+    val = [e for e, g in zip(examples, keys) if g in val_groups]
     return train, val
 
 
