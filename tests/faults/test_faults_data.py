@@ -111,7 +111,7 @@ def corrupt_at_offsets(path: str, n_offsets: int = 100, chunks: int = 4):
     results = []
     for c in range(chunks):
         part = offsets[c::chunks]
-        proc = subprocess.run([sys.executable, "-c", CHILD, os.path.join(REPO, "shared_apt", "data", "arrow.py"),
+        proc = subprocess.run([sys.executable, "-c", CHILD, os.path.join(REPO, "shared_apt", "vl", "data", "arrow.py"),
                                path, json.dumps(part)], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, f"reading corrupted copies crashed (rc {proc.returncode}) on offsets " \
                                      f"{part}: {proc.stderr[-2000:]}"
