@@ -45,7 +45,8 @@ MUTATIONS = {
          "        pieces, cursor, total = [], 0, out.shape[-1]\n        hx = next(iter(self.dropouts.values()))(x)\n"),
         (LORA, "d = (self.dropouts[name](x) @ self.lora_A[name])", "d = (hx @ self.lora_A[name])")]),
     "adapter_init_x10": ("adapter init std x10", [
-        ("shared_apt/methods/adapter.py", "Bottleneck(dim, bottleneck, std=0.01)", "Bottleneck(dim, bottleneck, std=0.1)")]),
+        ("shared_apt/methods/adapter.py", "Bottleneck(dim, bottleneck, std=0.01)",
+         "Bottleneck(dim, bottleneck, std=0.1)")]),
     "lora_A_std_0.02": ("LoRA A std 0.02", [
         (LORA, "nn.init.normal_(self.lora_A[name], std=1.0)", "nn.init.normal_(self.lora_A[name], std=0.02)")]),
     "prompt_init_x10": ("shallow/deep prompt init x10", [
@@ -60,7 +61,8 @@ MUTATIONS = {
     "apt_dropout_after_max": ("APT attention dropout after the row max", [
         (APT, "    if dropout_p > 0.0:\n        a = F.dropout(a, dropout_p, training)\n",
          "    a_undropped = a\n    if dropout_p > 0.0:\n        a = F.dropout(a, dropout_p, training)\n"),
-        (APT, '        scale = a.amax(dim=-1, keepdim=True)', '        scale = a_undropped.amax(dim=-1, keepdim=True)')]),
+        (APT, "        scale = a.amax(dim=-1, keepdim=True)",
+         "        scale = a_undropped.amax(dim=-1, keepdim=True)")]),
     "vilt_adapter_before_mlp_drop": ("ViLT FFN adapter before the MLP's final dropout", [
         (VILT, "ffn_out=blk.mlp,", "ffn_out=blk.mlp.fc2,")]),
     "vilt_adapter_before_proj_drop": ("ViLT attention adapter before the projection dropout", [

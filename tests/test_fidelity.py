@@ -203,7 +203,7 @@ def _meter(method, **opts):
     return model
 
 
-def ref_meter_attention(att, x, kv, method=None, mod=None, lora_p=0.0):
+def ref_meter_attention(att, x, kv, method=None, mod=None, lora_p=0.0, kv_mask=None):
     s, out = att.self, att.output
     B, n, C = x.shape
     H = s.num_heads
@@ -217,7 +217,10 @@ def ref_meter_attention(att, x, kv, method=None, mod=None, lora_p=0.0):
         k = torch.cat([k, F.linear(mod.prompts, s.key.weight, s.key.bias).expand(B, -1, -1)], 1)
         v = torch.cat([v, F.linear(mod.prompts, s.value.weight, s.value.bias).expand(B, -1, -1)], 1)
     heads = lambda t: t.reshape(B, t.shape[1], H, C // H).transpose(1, 2)  # noqa: E731
-    probs = (heads(q) @ heads(k).transpose(-1, -2) / math.sqrt(C // H)).softmax(-1)
+    scores = heads(q) @ heads(k).transpose(-1, -2) / math.sqrt(C // H)
+    if kv_mask is not None:  # padded keys never attended
+        scores = scores.masked_fill(~kv_mask.bool()[:, None, None, :], float("-inf"))
+    probs = scores.softmax(-1)
     ctx = (probs @ heads(v)).transpose(1, 2).reshape(B, n, C)
     o = F.linear(ctx, out.dense.weight, out.dense.bias)
     if method == "apt":  # X = the query stream's attention input; before dropout and LN
@@ -233,10 +236,10 @@ def ref_meter_attention(att, x, kv, method=None, mod=None, lora_p=0.0):
     return h
 
 
-def ref_meter_layer(layer, x, y, method=None, lora_p=0.0):
+def ref_meter_layer(layer, x, y, method=None, lora_p=0.0, x_mask=None, y_mask=None):
     mod = lambda att: getattr(att, f"peft_{method}", None)  # noqa: E731
-    a = ref_meter_attention(layer.attention, x, x, method, mod(layer.attention), lora_p)
-    b = ref_meter_attention(layer.crossattention, a, y, method, mod(layer.crossattention), lora_p)
+    a = ref_meter_attention(layer.attention, x, x, method, mod(layer.attention), lora_p, x_mask)
+    b = ref_meter_attention(layer.crossattention, a, y, method, mod(layer.crossattention), lora_p, y_mask)
     f = F.gelu(F.linear(b, layer.intermediate.dense.weight, layer.intermediate.dense.bias))
     o = F.linear(f, layer.output.dense.weight, layer.output.dense.bias)
     if method == "adapter":
@@ -258,6 +261,29 @@ def test_meter_fusion_layer_equals_official_transcription_in_eval(method):
         frozen = ref_meter_layer(layer, x, y)
     assert (want - frozen).abs().max() > 1e-2
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_meter_shallow_prompts_prepended_to_both_streams():
+    """Official shallow prompt (METER): text prompts before the text stream, image prompts before the image stream,
+    at the fusion input, mask 1, through every fusion layer (self- and cross-attention)."""
+    model = _meter("shallow_prompt", num_prompts=3).eval()
+    pt = model.cross_modal_text_input.peft_shallow_prompt.prompts
+    pi = model.cross_modal_image_input.peft_shallow_prompt.prompts
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.randn(2, 6, 64, generator=g), torch.randn(2, 4, 64, generator=g)
+    xm = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    ym = torch.ones(2, 4, dtype=torch.long)
+    with torch.no_grad():
+        gx, gy, tsl, isl = model.fusion_layers(x, y, xm, ym)
+        rx, ry = torch.cat([pt.expand(2, -1, -1), x], 1), torch.cat([pi.expand(2, -1, -1), y], 1)
+        ones = torch.ones(2, 3, dtype=torch.long)
+        rxm, rym = torch.cat([ones, xm], 1), torch.cat([ones, ym], 1)
+        for tl, il in zip(model.cross_modal_text_layers, model.cross_modal_image_layers):
+            rx, ry = (ref_meter_layer(tl, rx, ry, x_mask=rxm, y_mask=rym),
+                      ref_meter_layer(il, ry, rx, x_mask=rym, y_mask=rxm))
+    assert (tsl, isl) == (slice(3, 9), slice(3, 7))
+    torch.testing.assert_close(gx, rx, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(gy, ry, atol=2e-5, rtol=1e-5)
 
 
 def test_meter_lora_one_dropout_mask_per_projection_in_training():
