@@ -182,8 +182,18 @@ def test_vilt_shallow_prompts_appended_after_text_and_image_tokens(placement):
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 6, 32, generator=g)
     mask = torch.tensor([[1, 1, 1, 0, 1, 1], [1, 1, 1, 1, 1, 1]])
+    seen = []
+    hook = t.blocks[0].register_forward_pre_hook(lambda m, args, kwargs: seen.append((args, kwargs)),
+                                                 with_kwargs=True)
     with torch.no_grad():
         got = t.forward_tokens(x, mask)
+        hook.remove()
+        # the blocks see the prompts AFTER the tokens (ViLT blocks are permutation-equivariant, so only the
+        # sequence they are given shows the placement)
+        (seq, *rest), kwargs = seen[0]
+        seq_mask = kwargs.get("mask", rest[0] if rest else None)
+        assert torch.equal(seq[:, :6], x) and torch.equal(seq[:, 6:], prompts.unsqueeze(0).expand(2, -1, -1))
+        assert seq_mask.tolist() == [row + [1] * 4 for row in mask.tolist()]
         z = torch.cat([x, prompts.unsqueeze(0).expand(2, -1, -1)], 1)
         zm = torch.cat([mask, torch.ones(2, 4, dtype=torch.long)], 1)
         for blk in t.blocks:
