@@ -73,7 +73,9 @@ MUTATIONS = {
         (VILT, ' "text_embeddings.token_type_embeddings",', "")]),
     "meter_scale_trained": ("METER APT scale trained by default", [
         (METER, 'option_defaults={"apt_train_scale": False}', 'option_defaults={"apt_train_scale": True}')]),
-    "apt_no_autocast_cast": ("fused APT ignores autocast", [
+    "apt_autocast_unsafe": ("fused APT forward as before the fix: autocast on inside, inputs not cast", [
+        (APT, "        with _autocast_off(x.device.type):\n            a = torch.relu",
+         "        with contextlib.nullcontext():\n            a = torch.relu"),
         (APT, "    dtype = compute_dtype(x, keys, prompts)\n    return _FusedAPT",
          "    dtype = torch.promote_types(x.dtype, keys.dtype)\n    return _FusedAPT")]),
     "apt_alpha_not_detached_reference": ("reference APT alpha not detached", [
