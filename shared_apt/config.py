@@ -30,7 +30,8 @@ class PeftConfig:
     apt_variant: str = "lowrank"    # Table 3: "lowrank" K = P'W1W2 + P'; "identity" K = P'; "dense" K = P' + Linear(P')
     apt_alpha: str = "token"        # alpha = row max of ReLU(XK^T) per input token (official); ablations: prompt/global/none
     apt_detach_alpha: bool = True   # official: alpha carries no gradient
-    apt_train_scale: bool = True    # METER's official code leaves s frozen (apt.md 1.7): set False to reproduce it
+    apt_train_scale: Any = None     # None: as the authors' code per backbone (ViLT trains s, METER's name filter
+                                    # leaves it frozen); True (the paper: s is learnable) / False force it
     apt_dropout: float = 0.0        # dropout on A (the modules' attention dropout, 0 for ViLT and METER)
     apt_fast: bool = True           # use the fused kernel (same math as shared_apt.methods.apt.apt_delta)
     lora_rank: int = 4
@@ -73,6 +74,8 @@ class PeftConfig:
         need(isinstance(self.apt_rank, int) and self.apt_rank >= 1, "apt_rank", self.apt_rank, "an integer >= 1")
         need(self.apt_variant in APT_VARIANTS, "apt_variant", self.apt_variant, f"one of {APT_VARIANTS}")
         need(self.apt_alpha in APT_ALPHA_MODES, "apt_alpha", self.apt_alpha, f"one of {APT_ALPHA_MODES}")
+        need(self.apt_train_scale is None or isinstance(self.apt_train_scale, bool), "apt_train_scale", self.apt_train_scale,
+             "None (the backbone's official choice), True or False")
         need(0.0 <= self.apt_dropout < 1.0, "apt_dropout", self.apt_dropout, "a probability in [0, 1)")
         need(isinstance(self.lora_rank, int) and self.lora_rank >= 1, "lora_rank", self.lora_rank, "an integer >= 1")
         need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "a probability in [0, 1)")
