@@ -264,13 +264,7 @@ def check_close(got, want):
         torch.testing.assert_close(got[k], want[k], atol=2e-5, rtol=0, msg=lambda m: f"{k}: {m}")
 
 
-def marks(backbone, method):
-    if backbone == "meter" and method == "scaled_pa":
-        return [pytest.mark.xfail(strict=True, reason="placement fixed on branch fidelity")]
-    return []
-
-
-CASES = [pytest.param(bk, m, marks=marks(bk, m), id=f"{bk}-{m}") for bk in BACKBONES for m in METHODS]
+CASES = [pytest.param(bk, m, id=f"{bk}-{m}") for bk in BACKBONES for m in METHODS]
 
 
 @pytest.mark.parametrize("backbone,method", CASES)

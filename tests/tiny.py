@@ -98,3 +98,51 @@ class TinyBert(torch.nn.Module):
         d = self.head.in_features
         return BackboneSpec(sites, SequenceSite("layers", d, self, self.install_extra_tokens, "append"), ["head"],
                             {"backbone": "tiny-bert", "hidden": d, "layers": len(self.layer)})
+
+
+def meter_config(**overrides) -> dict:
+    """Upstream METER keys (docs/backbones.md, METER) at the tiny_meter geometry: CLIP width 64 x 2 blocks, RoBERTa width 64 x
+    2 layers, fusion width 64 x 2 layers."""
+    cfg = {
+        "exp_name": "meter", "seed": 0, "datasets": ["vqa"],
+        "loss_names": {"itm": 0, "mlm": 0, "mpp": 0, "vqa": 1, "vcr": 0, "vcr_qar": 0, "nlvr2": 0, "irtr": 0,
+                       "contras": 0, "snli": 0},
+        "batch_size": 4, "train_transform_keys": ["clip"], "val_transform_keys": ["clip"], "image_size": 32,
+        "patch_size": 16, "draw_false_image": 0, "image_only": False, "resolution_before": 224,
+        "vqav2_label_size": 7, "max_text_len": 10, "tokenizer": "roberta-base", "vocab_size": 60,
+        "whole_word_masking": False, "mlm_prob": 0.15, "draw_false_text": 0, "num_top_layer": 2,
+        "input_image_embed_size": 64, "input_text_embed_size": 64, "vit": "ViT-B/16", "hidden_size": 64,
+        "num_heads": 4, "num_layers": 6, "mlp_ratio": 4, "drop_rate": 0.0, "optim_type": "adamw",
+        "learning_rate": 1e-5, "weight_decay": 0.01, "decay_power": 1, "max_epoch": 1, "max_steps": None,
+        "warmup_steps": 0.1, "end_lr": 0, "lr_mult_head": 50, "lr_mult_cross_modal": 5, "get_recall_metric": False,
+        "resume_from": None, "fast_dev_run": False, "val_check_interval": 1.0, "test_only": False, "data_root": "",
+        "log_dir": "result", "per_gpu_batchsize": 2, "num_gpus": 1, "num_nodes": 1, "load_path": "",
+        "num_workers": 0, "precision": 32,
+        "visual_encoder_config": {"width": 64, "layers": 2, "heads": 4, "patch_size": 16},
+        "text_encoder_config": {"vocab_size": 60, "hidden_size": 64, "num_hidden_layers": 2,
+                                "num_attention_heads": 4, "intermediate_size": 256, "max_position_embeddings": 20},
+        "peft": "full", "peft_options": {},
+    }
+    loss = overrides.pop("loss_names", None)
+    if loss:
+        cfg["loss_names"] = {**{k: 0 for k in cfg["loss_names"]}, **loss}
+    cfg.update(overrides)
+    return cfg
+
+
+def meter_batch(image_size: int = 32, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 60, (2, 10), generator=g)
+    ids[:, 0] = 0
+    ids[1, 6:] = 1  # RoBERTa padding
+    masks = (ids != 1).long()
+    return {"image": [torch.randn(2, 3, image_size, image_size, generator=g)], "text_ids": ids, "text_masks": masks,
+            "text_labels": torch.full_like(ids, -100), "text_ids_mlm": ids.clone(),
+            "text_labels_mlm": torch.full_like(ids, -100)}
+
+
+def meter_build(seed: int = 0, **overrides):
+    from meter.modules import METERTransformerSS
+
+    torch.manual_seed(seed)
+    return METERTransformerSS(meter_config(**overrides))

@@ -245,10 +245,11 @@ def imagenet_randaug():
 
 
 @ex.named_config
-def peft_apt_official():
-    """APT as the authors' METER code trains it: the scale s stays frozen (docs/methods.md, optimisation)."""
+def peft_apt_paper():
+    """APT with the scale s trained, as the paper describes it. The default (peft_apt) follows the authors' METER
+    code, whose name filter leaves s frozen."""
     peft = "apt"
-    peft_options = {"num_prompts": 200, "apt_rank": 4, "apt_train_scale": False}
+    peft_options = {"num_prompts": 200, "apt_rank": 4, "apt_train_scale": True}
     peft_lr_scale = 5
 
 

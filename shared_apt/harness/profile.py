@@ -42,6 +42,7 @@ def load_backbone(name: str):
 
 
 def macs(backbone, model, seq_len: int) -> int:
+    model.eval()
     api.merge(model)
     return count_macs(backbone.forward, model, seq_len)
 

@@ -55,6 +55,7 @@ def apply(model: nn.Module, method: str | MethodConfig = "apt", **options) -> nn
     if peft_config(model) is not None:
         raise RuntimeError(f"a tuning method ({peft_config(model).method}) is already applied to this model")
     spec = backbone_spec(model)
+    config = resolve_backbone_defaults(config, spec)
     if spec.prepare is not None:
         spec.prepare(config.method)
     modules = get_method(config.method).attach(spec, config)
@@ -66,6 +67,20 @@ def apply(model: nn.Module, method: str | MethodConfig = "apt", **options) -> nn
     state.update(config=config, modules=modules, signature=dict(spec.signature))
     set_trainable(model)
     return model
+
+
+def resolve_backbone_defaults(config: MethodConfig, spec) -> MethodConfig:
+    """Options left at None take the backbone's official value (``BackboneSpec.option_defaults``, keyed by flat key
+    or option name), else the method's ``unset_defaults``: e.g. APT's ``train_scale`` (flat key
+    ``apt_train_scale``) is True unless the backbone says otherwise (METER: False, as the authors' code)."""
+    import dataclasses
+
+    changes = {}
+    for name, fallback in type(config).unset_defaults.items():
+        if getattr(config, name) is None:
+            keys = [k for k in (type(config).flat_key(name), name) if k in spec.option_defaults]
+            changes[name] = spec.option_defaults[keys[0]] if keys else fallback
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def common_trainable_names(model: nn.Module) -> list:
@@ -111,7 +126,8 @@ def updated_parameter_count(model: nn.Module) -> int:
 
 
 def merge(model: nn.Module) -> None:
-    """Fold mergeable updates (LoRA) into the frozen weights: inference then costs exactly the backbone's FLOPs."""
+    """Fold mergeable updates (LoRA) into the frozen weights: inference then costs exactly the backbone's FLOPs.
+    Inference only: the model must be in eval mode (``model.train()`` unmerges again); see ``LoRAModule``."""
     for m in tuning_modules(model):
         m.merge()
 
@@ -231,7 +247,7 @@ def load_tuned(model: nn.Module, path: str) -> nn.Module:
     with torch.no_grad():
         for n, t in tensors.items():
             params[n].copy_(t)
-    for m in tuning_modules(model):
+    for m in tuning_modules(model):  # e.g. inside shared_apt.peft.methods.apt.cached_keys: drop the K computed before
         m.reset_caches()
     return model
 

@@ -9,7 +9,9 @@ every method's options and a prefix tells them apart (``with peft=apt num_prompt
 * ``unprefixed``: options whose flat key is the bare name (``num_prompts``, shared by APT and the prompt methods);
 * ``legacy_names``: flat key -> option where neither rule gives the historical name (scaled PA: ``pa_bottleneck``);
 * ``paper_options``: the options the Sacred named config ``peft_<method>`` sets (the APT paper's settings);
-* ``runtime_options``: options that do not change the attached modules (not compared when tuned weights load).
+* ``runtime_options``: options that do not change the attached modules (not compared when tuned weights load);
+* ``unset_defaults``: options whose default None means "the backbone's official value"
+  (``BackboneSpec.option_defaults``, by flat key or option name), else this value (resolved by ``apply``).
 
 Options are accepted under their own name or their flat key; a config is built with :func:`method_config`
 (``shared_apt.PeftConfig``) and written to the tuned-weights JSON with ``to_dict``. See docs/adding.md.
@@ -76,6 +78,7 @@ class MethodConfig:
     legacy_names: ClassVar[dict] = {}
     paper_options: ClassVar[tuple] = ()
     runtime_options: ClassVar[tuple] = ()
+    unset_defaults: ClassVar[dict] = {}        # option -> value when left at None and the backbone names none
 
     def __post_init__(self):
         self.validate()

@@ -52,10 +52,12 @@ def _installer(self_attn: nn.Module):
 
 def hf_attention_site(name: str, attention: nn.Module, ffn_out: nn.Module | None = None,
                       kind: str = "self") -> AttentionSite:
-    """Site of a transformers ``BertAttention`` (``.self`` = query/key/value, ``.output.dense``)."""
+    """Site of a transformers ``BertAttention`` (``.self`` = query/key/value, ``.output.dense``). Post-LN like METER's
+    fusion layers, so methods sit where the authors' METER code puts them (scaled PA after the output LayerNorm)."""
     core = attention.self
     return AttentionSite(
         name=name, dim=core.query.in_features, host=attention, query_input=core, out_proj=attention.output.dense,
+        branch=attention.output,
         q=LinearSlot(core.query), k=LinearSlot(core.key), v=LinearSlot(core.value),
         install_extra_kv=_installer(core), ffn_out=ffn_out, kind=kind,
     )

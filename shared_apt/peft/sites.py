@@ -12,23 +12,29 @@ A backbone model implements ``peft_spec() -> BackboneSpec``:
     hidden states of the attention (pre-LN backbones: the normalised block input);
   - ``out_proj``: the module whose output is O = the attention output after its output projection (bias included),
     before dropout and the residual add;
-  - ``branch``: the module whose output is the attention branch where a parallel branch joins the backbone (the same
-    as ``out_proj`` unless the backbone adds it after the projection dropout, as ViLT's scaled-PA does);
+  - ``branch``: the module to whose output the scaled parallel adapter's branch is added (default ``out_proj``; the
+    APT authors' code adds it after the projection dropout in ViLT and after the post-attention LayerNorm in METER);
+  - ``adapter_out``: the module whose output the sequential attention adapter transforms (default ``out_proj``;
+    the authors' ViLT code places it after the projection dropout);
   - ``q`` / ``k`` / ``v``: :class:`LinearSlot` s, the frozen projections (a fused QKV linear is three slots on one
     module, told apart by their output rows);
   - ``kv_norm``: what the attention applies to its key/value input before the projections (ViLT: the block's LN1,
     because prompts enter before it; post-LN backbones: ``None``);
   - ``install_extra_kv(provider)``: makes the attention append ``provider()`` ([p, d] tokens in the key/value input
     space, already normalised) as extra keys/values that every query may attend to; ``None`` removes it;
-  - ``ffn_out``: for the last attention site of a layer, the module whose output is the feed-forward output before
-    the residual add (where sequential adapters go), else ``None``.
+  - ``ffn_out``: for the last attention site of a layer, the module whose output the feed-forward sequential adapter
+    transforms (the feed-forward output before the residual add: ViLT's whole MLP, its final dropout included; the
+    dense layer before dropout in post-LN BERT layers), else ``None``.
 
 * ``sequence_site``: a :class:`SequenceSite` where extra tokens enter the whole token sequence (shallow prompts).
 * ``sequence_sites``: several such sites for backbones with more than one token stream (METER: text and image
   streams at the fusion input); shallow prompting gives every site its own prompt set. When it is non-empty it is
   used instead of ``sequence_site``.
 * ``common_trainable``: parameter-name prefixes trained by every tuning method except ``full`` (task heads, poolers,
-  modal-type embeddings, class token), as the APT paper trains them.
+  modal-type embeddings, class token, and in ViLT the BERT segment embedding), as the APT authors' name filter
+  trains them.
+* ``option_defaults``: method options whose official value depends on the backbone (METER: ``apt_train_scale``
+  False), used when the user leaves them at None.
 * ``prepare(policy)``: optional callback run by :func:`shared_apt.apply` before freezing (ViLT/METER switch on their
   learnable class token there).
 * ``frozen``: parameter-name prefixes that no policy trains (upstream freezes the ITM head in IR/TR fine-tuning).
@@ -75,6 +81,7 @@ class AttentionSite:
     v: LinearSlot
     install_extra_kv: Callable[[Optional[Callable[[], torch.Tensor]]], None]
     branch: Optional[nn.Module] = None
+    adapter_out: Optional[nn.Module] = None
     kv_norm: Optional[nn.Module] = None
     ffn_out: Optional[nn.Module] = None
     kind: str = "self"  # "self" or "cross"
@@ -82,6 +89,8 @@ class AttentionSite:
     def __post_init__(self):
         if self.branch is None:
             self.branch = self.out_proj
+        if self.adapter_out is None:
+            self.adapter_out = self.out_proj
 
 
 @dataclass
@@ -106,6 +115,7 @@ class BackboneSpec:
     prepare: Optional[Callable[[str], None]] = None
     frozen: list = field(default_factory=list)  # name prefixes never trained, whatever the policy (ViLT IR/TR: ITM)
     sequence_sites: list = field(default_factory=list)  # multi-stream backbones: one SequenceSite per stream
+    option_defaults: dict = field(default_factory=dict)  # method options whose official value depends on the backbone
 
     def shallow_sites(self) -> list:
         """Where shallow prompts go: ``sequence_sites`` if declared, else ``[sequence_site]`` (or nothing)."""

@@ -368,7 +368,7 @@ class METERTransformerSS(VisionLanguageModule):
                     sites.append(AttentionSite(
                         name=f"cross_modal_{stream}_layers.{i}.{'attention' if kind == 'self' else 'crossattention'}",
                         dim=s.query.in_features, host=att, query_input=att, out_proj=att.output.dense,
-                        branch=att.output.dense, q=LinearSlot(s.query), k=LinearSlot(s.key), v=LinearSlot(s.value),
+                        branch=att.output, adapter_out=att.output.dense, q=LinearSlot(s.query), k=LinearSlot(s.key), v=LinearSlot(s.value),
                         install_extra_kv=attribute_setter(s), kv_norm=None,
                         ffn_out=layer.output.dense if kind == "cross" else None, kind=kind,
                     ))
@@ -385,6 +385,8 @@ class METERTransformerSS(VisionLanguageModule):
                               "cross_modal_text_pooler", "cross_modal_image_pooler", "token_type_embeddings",
                               "class_token"],
             frozen=["itm_score"] if hasattr(self, "rank_output") else [],
+            # the authors' METER APT tag "mm" matches APT.mm_tokens / APT.mm.* but not APT.scale: s stays frozen
+            option_defaults={"apt_train_scale": False},
             signature={
                 "backbone": "meter", "hidden_size": H, "num_top_layer": len(self.cross_modal_text_layers),
                 "num_heads": config_value(cfg, "num_heads"), "mlp_ratio": config_value(cfg, "mlp_ratio"),

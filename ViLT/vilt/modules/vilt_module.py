@@ -164,15 +164,17 @@ class ViLTransformerSS(VisionLanguageModule):
                 name=f"transformer.blocks.{i}.attn", dim=C, host=a, query_input=a, out_proj=a.proj, branch=a,
                 q=LinearSlot(a.qkv, slice(0, C)), k=LinearSlot(a.qkv, slice(C, 2 * C)),
                 v=LinearSlot(a.qkv, slice(2 * C, 3 * C)), install_extra_kv=attribute_setter(a),
-                kv_norm=blk.norm1, ffn_out=blk.mlp.fc2, kind="self",
+                adapter_out=a, kv_norm=blk.norm1, ffn_out=blk.mlp, kind="self",
             ))
         t = self.transformer
         cfg = self.hparams.config
         return BackboneSpec(
             attention_sites=sites,
             sequence_site=SequenceSite("transformer", t.embed_dim, t, t.install_extra_tokens, "append"),
+            # the authors' substring filter (classifier, pooler, token_type_embeddings, rank_output) on ViLT's names:
+            # it also matches BERT's segment table text_embeddings.token_type_embeddings (trained in every method)
             common_trainable=["vqa_classifier", "nlvr2_classifier", "rank_output", "pooler",
-                              "token_type_embeddings", "class_token"],
+                              "token_type_embeddings", "text_embeddings.token_type_embeddings", "class_token"],
             frozen=["itm_score"] if hasattr(self, "rank_output") else [],
             signature={
                 "backbone": "vilt", "hidden_size": t.embed_dim, "num_layers": len(t.blocks),

@@ -394,6 +394,7 @@ def method_cost(bb: Backbone, config: Mapping[str, Any], seq_len: int, text_len:
     if method in ("full", "classifier"):
         return updated, 0
     frozen = build("full", {})
+    model.eval()
     api.merge(model)
     return updated, count_macs(fwd, model, seq_len) - count_macs(fwd, frozen, seq_len)
 

@@ -51,8 +51,10 @@ class Bottleneck(nn.Module):
 
 
 class Adapter(TuningModule):
-    """Sequential adapter x -> x + Up(ReLU(Down(x))) on the output of an attention or feed-forward sub-layer
-    (after its output projection, before the residual add); weights N(0, 0.01), biases 0, no LN, no scale."""
+    """Sequential adapter x -> x + Up(ReLU(Down(x))) on the output of an attention or feed-forward sub-layer,
+    before the residual add (where exactly: the site's ``adapter_out`` / ``ffn_out``; ViLT: after the projection
+    dropout and after the MLP's final dropout, METER: after the dense layer, before dropout and LayerNorm, as the
+    authors' code); weights N(0, 0.01), biases 0, no LN, no scale."""
 
     method = "adapter"
 
@@ -70,8 +72,10 @@ class Adapter(TuningModule):
 
 
 class ScaledParallelAdapter(TuningModule):
-    """z = scale * Up(ReLU(Down(LN(X)))) from the attention input X, added to the attention branch output;
-    own trainable LayerNorm, weights N(0, 0.02), fixed scale 4.0 (He et al. 2022 as the APT authors run it)."""
+    """z = scale * Up(ReLU(Down(LN(X)))) from the attention input X, added to the output of the site's ``branch``
+    (ViLT: after the projection dropout, before the residual; METER: after the post-attention LayerNorm,
+    h = LN(dropout(dense(ctx)) + X) + z, as the authors' bert_model_PA.py); own trainable LayerNorm, weights
+    N(0, 0.02), fixed scale 4.0 (He et al. 2022 as the APT authors run it)."""
 
     method = "scaled_pa"
 
@@ -95,7 +99,7 @@ class ScaledParallelAdapter(TuningModule):
 def attach_adapter(spec, config: AdapterConfig) -> list:
     mods = []
     for site in spec.attention_sites:
-        mods.append(Adapter(site.dim, config.bottleneck).attach(site.host, site.out_proj, ""))
+        mods.append(Adapter(site.dim, config.bottleneck).attach(site.host, site.adapter_out, ""))
         if site.ffn_out is not None:
             mods.append(Adapter(site.dim, config.bottleneck).attach(site.host, site.ffn_out, "_ffn"))
     return mods

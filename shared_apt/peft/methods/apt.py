@@ -13,8 +13,9 @@ backward (one saved n x p matrix, no autograd graph of five small ops); tests ho
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ class APTConfig(MethodConfig):
     unprefixed: ClassVar[tuple] = ("num_prompts",)
     paper_options: ClassVar[tuple] = ("num_prompts", "rank")
     runtime_options: ClassVar[tuple] = ("fast",)
+    unset_defaults: ClassVar[dict] = {"train_scale": True}
 
     num_prompts: int = option(200, POSITIVE_INT, "p: prompts per attention module")
     rank: int = option(4, POSITIVE_INT, "r of W1 (d x r) and W2 (r x d)")
@@ -45,7 +47,10 @@ class APTConfig(MethodConfig):
     alpha: str = option("token", one_of(*APT_ALPHA_MODES),
                         "token: row max of ReLU(XK^T) per input token (official); prompt / global / none: ablations")
     detach_alpha: bool = option(True, BOOL, "official: alpha carries no gradient")
-    train_scale: bool = option(True, BOOL, "METER's official code leaves s frozen: false reproduces it")
+    train_scale: Optional[bool] = option(
+        None, (lambda v: v is None or isinstance(v, bool), "None (the backbone's official choice), True or False"),
+        "None: as the authors' code per backbone (ViLT trains s, METER's name filter leaves it frozen); "
+        "True (the paper: s is learnable) / False force it")
     dropout: float = option(0.0, PROBABILITY, "dropout on A (the attention dropout: 0 for ViLT and METER)")
     fast: bool = option(True, BOOL, "fused kernel (same math as apt_delta)")
 
@@ -80,37 +85,83 @@ class _FusedAPT(torch.autograd.Function):
     """alpha * (ReLU(X K^T) P') with alpha = detached row max, and its backward written out:
 
     dY = alpha*G;  dA = dY P'^T;  dP' = A^T dY;  dS = dA * [A > 0];  dX = dS K;  dK = dS^T X.
-    Saves X, K, P' and A (the relu mask is A > 0), nothing else."""
+    Saves X, K, P' and A (the relu mask is A > 0), nothing else. The three inputs arrive in one dtype (the
+    caller casts them, see ``apt_delta_fused``) and everything inside runs in that dtype with autocast off, so saved
+    tensors and gradients keep consistent dtypes under bf16 / fp16 autocast. First order only: asking for a graph
+    of the backward (``create_graph=True``) is refused."""
 
     @staticmethod
     def forward(ctx, x, keys, prompts):
-        a = torch.relu(torch.matmul(x, keys.t()))
-        alpha = a.amax(dim=-1, keepdim=True)
-        out = torch.matmul(a, prompts).mul_(alpha)
+        with _autocast_off(x.device.type):
+            a = torch.relu(torch.matmul(x, keys.t()))
+            alpha = a.amax(dim=-1, keepdim=True)
+            out = torch.matmul(a, prompts).mul_(alpha)
         ctx.save_for_backward(x, keys, prompts, a, alpha)
         return out
 
     @staticmethod
     def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "APT's fused function (shared_apt.peft.methods.apt._FusedAPT) has no double backward: a backward with "
+                "create_graph=True would give wrong second-order gradients. Set the peft option apt_fast=False "
+                "(the reference path apt_delta, differentiable twice) for higher-order gradients.")
         x, keys, prompts, a, alpha = ctx.saved_tensors
-        dy = grad * alpha
-        gx = gk = gp = None
-        p = a.shape[-1]
-        if ctx.needs_input_grad[2]:
-            gp = a.reshape(-1, p).t().matmul(dy.reshape(-1, dy.shape[-1]))
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            ds = torch.matmul(dy, prompts.t()).mul_(a > 0)
-            if ctx.needs_input_grad[0]:
-                gx = torch.matmul(ds, keys)
-            if ctx.needs_input_grad[1]:
-                gk = ds.reshape(-1, p).t().matmul(x.reshape(-1, x.shape[-1]))
+        with _autocast_off(x.device.type):
+            dy = grad.to(a.dtype) * alpha
+            gx = gk = gp = None
+            p = a.shape[-1]
+            if ctx.needs_input_grad[2]:
+                gp = a.reshape(-1, p).t().matmul(dy.reshape(-1, dy.shape[-1]))
+            if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+                ds = torch.matmul(dy, prompts.t()).mul_(a > 0)
+                if ctx.needs_input_grad[0]:
+                    gx = torch.matmul(ds, keys)
+                if ctx.needs_input_grad[1]:
+                    gk = ds.reshape(-1, p).t().matmul(x.reshape(-1, x.shape[-1]))
         return gx, gk, gp
 
 
+def _autocast_off(device_type: str):
+    return torch.autocast(device_type, enabled=False) if device_type in ("cuda", "cpu", "xpu", "mps") \
+        else contextlib.nullcontext()
+
+
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The dtype APT's matrix products run in: the autocast dtype when autocast is on for the tensors' device
+    (as ``torch.matmul`` itself would run), else the promoted dtype of the inputs."""
+    device_type = tensors[0].device.type
+    if device_type in ("cuda", "cpu", "xpu", "mps") and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
 def apt_delta_fused(x: torch.Tensor, keys: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
-    """Same value and gradients as ``apt_delta(x, keys, prompts)`` with the official options."""
-    dtype = torch.promote_types(x.dtype, keys.dtype)
+    """Same value and gradients as ``apt_delta(x, keys, prompts)`` with the official options, also under autocast
+    (the inputs are cast to the autocast dtype, as the matmuls of ``apt_delta`` are; gradients flow back to the
+    inputs' own dtypes)."""
+    dtype = compute_dtype(x, keys, prompts)
     return _FusedAPT.apply(x.to(dtype), keys.to(dtype), prompts.to(dtype))
+
+
+@contextlib.contextmanager
+def cached_keys(model: nn.Module):
+    """Inference helper: inside the block every APT module of ``model`` computes K = P' + P'W1W2 once per (device,
+    dtype, autocast state) and reuses it. The caller promises that no APT parameter changes inside the block
+    (in-place edits through ``.data`` cannot be detected); the cache is dropped on exit. Outside such a block K is
+    computed in every forward (2pdr multiply-adds, negligible next to the 2npd of the method), so training, EMA
+    updates, dtype moves and autocast switches can never see a stale K."""
+    mods = [m for m in model.modules() if isinstance(m, APTModule)]
+    for m in mods:
+        m._key_cache = {}
+    try:
+        yield model
+    finally:
+        for m in mods:
+            m._key_cache = None
 
 
 class APTModule(TuningModule):
@@ -150,22 +201,30 @@ class APTModule(TuningModule):
         self._key_cache = None
 
     def reset_caches(self) -> None:
-        self._key_cache = None
+        if isinstance(self._key_cache, dict):  # inside cached_keys: drop the K computed before
+            self._key_cache.clear()
 
     def keys(self) -> torch.Tensor:
-        """K = P' + P'W1W2 (input-independent: computed once per forward, cached while nothing can change it)."""
-        caching = not torch.is_grad_enabled()
-        params = [p for p in self.parameters() if p is not self.log_scale]
-        stamp = tuple((p.data_ptr(), p._version) for p in params) if caching else None
-        if caching and self._key_cache is not None and self._key_cache[0] == stamp:
-            return self._key_cache[1]
+        """K = P' + P'W1W2, input-independent: computed in every forward, except inside ``cached_keys(model)``."""
+        cache = self._key_cache
+        if cache is not None:
+            device_type = self.prompts.device.type
+            autocast = torch.is_autocast_enabled(device_type) if device_type in ("cuda", "cpu", "xpu", "mps") \
+                else False
+            stamp = (self.prompts.device, self.prompts.dtype, autocast,
+                     torch.get_autocast_dtype(device_type) if autocast else None, torch.is_grad_enabled(),
+                     tuple((p.data_ptr(), p._version) for p in self.parameters()))
+            if stamp in cache:
+                return cache[stamp]
         if self.variant == "lowrank":
             k = self.prompts + (self.prompts @ self.w1) @ self.w2
         elif self.variant == "dense":
             k = self.prompts + self.dense(self.prompts)
         else:
             k = self.prompts
-        self._key_cache = (stamp, k) if caching else None
+        if cache is not None:
+            cache.clear()
+            cache[stamp] = k
         return k
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import MethodConfig, POSITIVE_INT, PROBABILITY, option
@@ -29,7 +30,18 @@ class LoRAConfig(MethodConfig):
 
 
 class LoRAModule(TuningModule):
-    """Low-rank updates on some slots (q / k / v) of one attention module."""
+    """Low-rank updates on some slots (q / k / v) of one attention module.
+
+    Dropout: one ``nn.Dropout`` per slot, so q and v draw independent masks even when they share a fused qkv Linear
+    (the official code has one Dropout per LoRA module).
+
+    Merge state: ``merge()`` keeps a copy of the frozen rows it overwrites and ``unmerge()`` restores that copy, so a
+    merge/unmerge cycle is bit-exact. While merged:
+    * ``merge()`` in training mode is refused, and ``train()`` unmerges (a merged model would get no LoRA gradient);
+    * an in-place change of A or B (optimiser step, ``load_tuned``) is seen by its version counter and the next forward
+      re-merges from the kept copy (edits through ``.data`` are invisible to version counters: unmerge first);
+    * ``state_dict()`` of the host holds the unmerged frozen weights (a reload never applies the update twice), and
+      ``load_state_dict()`` into the host unmerges first."""
 
     method = "lora"
 
@@ -37,14 +49,19 @@ class LoRAModule(TuningModule):
         super().__init__()
         self.slots = slots  # name -> LinearSlot (plain dict: the frozen linears stay owned by the backbone)
         self.rank = rank
-        self.dropout = nn.Dropout(dropout)
+        self.dropouts = nn.ModuleDict({name: nn.Dropout(dropout) for name in slots})
         self.lora_A = nn.ParameterDict()
         self.lora_B = nn.ParameterDict()
         for name, slot in slots.items():
             self.lora_A[name] = nn.Parameter(torch.empty(slot.in_features, rank))
             self.lora_B[name] = nn.Parameter(torch.empty(rank, slot.out_features))
-        self.merged = False
+        self._unmerged_rows = None  # name -> copy of the frozen rows, while merged
+        self._merge_stamp = None
         self.reset_parameters()
+
+    @property
+    def merged(self) -> bool:
+        return self._unmerged_rows is not None
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
@@ -56,14 +73,22 @@ class LoRAModule(TuningModule):
         """(A B)^T: the [out, in] matrix added to the slot's rows of the frozen weight."""
         return (self.lora_A[name] @ self.lora_B[name]).t()
 
+    def _stamp(self) -> tuple:
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
     def _apply_update(self, linear: nn.Linear, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if self.merged:
+            if self.training:
+                raise RuntimeError("LoRA is merged into the frozen weights while the module is in training mode: "
+                                   "call model.train() (which unmerges) or shared_apt.unmerge(model) first")
+            if self._merge_stamp != self._stamp():  # A or B changed since the merge: fold the new update in
+                self._remerge()
+                return F.linear(x, linear.weight, linear.bias)
             return out
-        h = self.dropout(x)
         pieces, cursor, total = [], 0, out.shape[-1]
         for name, slot in sorted(((n, s) for n, s in self.slots.items() if s.linear is linear),
                                  key=lambda ns: ns[1].rows.start if ns[1].rows is not None else 0):
-            d = (h @ self.lora_A[name]) @ self.lora_B[name]
+            d = (self.dropouts[name](x) @ self.lora_A[name]) @ self.lora_B[name]
             start = slot.rows.start if slot.rows is not None else 0
             if start > cursor:
                 pieces.append(d.new_zeros(*d.shape[:-1], start - cursor))
@@ -73,32 +98,82 @@ class LoRAModule(TuningModule):
             pieces.append(pieces[-1].new_zeros(*out.shape[:-1], total - cursor))
         return out + torch.cat(pieces, dim=-1).to(out.dtype)
 
+    def _weight_keys(self, host: nn.Module) -> dict:
+        """name of each slot's frozen weight relative to ``host`` (for the host's state_dict hooks)."""
+        names = {id(m): n for n, m in host.named_modules()}
+        keys = {}
+        for slot in self.slots.values():
+            if id(slot.linear) not in names:
+                raise RuntimeError(f"LoRA slot Linear is not inside its host {type(host).__name__}")
+            keys[id(slot.linear)] = (names[id(slot.linear)] + "." if names[id(slot.linear)] else "") + "weight"
+        return keys
+
     def attach(self, site) -> "LoRAModule":
         self.register(site.host)
         for linear in {id(s.linear): s.linear for s in self.slots.values()}.values():
             self.hook_output(linear, lambda args, out, lin=linear: self._apply_update(lin, args[0], out))
+        keys = self._weight_keys(site.host)
+
+        def saving(module, state_dict, prefix, local_metadata):
+            if self.merged:
+                for linear in {id(s.linear): s.linear for s in self.slots.values()}.values():
+                    state_dict[prefix + keys[id(linear)]] = self.unmerged_weight(linear)
+            return state_dict
+
+        def loading(module, state_dict, prefix, *args):
+            self.unmerge()
+
+        self._handles.append(site.host._register_state_dict_hook(saving))
+        self._handles.append(site.host._register_load_state_dict_pre_hook(loading, with_module=True))
         return self
+
+    def train(self, mode: bool = True) -> "LoRAModule":
+        if mode and self.merged:
+            self.unmerge()
+        return super().train(mode)
+
+    @torch.no_grad()
+    def unmerged_weight(self, linear: nn.Linear) -> torch.Tensor:
+        """The frozen weight of ``linear`` without the LoRA update (a copy; the kept rows while merged)."""
+        w = linear.weight.detach().clone()
+        if self.merged:
+            for name, slot in self.slots.items():
+                if slot.linear is linear:
+                    w[slot.rows if slot.rows is not None else slice(None)] = self._unmerged_rows[name]
+        return w
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold the updates into the frozen weights (zero inference overhead). Idempotent."""
+        """Fold the updates into the frozen weights (zero inference overhead). Idempotent; inference only."""
         if self.merged:
             return
+        if self.training:
+            raise RuntimeError("LoRA merge is for inference: call model.eval() before shared_apt.merge(model) "
+                               "(a merged model in training mode would train no LoRA parameter)")
+        kept = {}
         for name, slot in self.slots.items():
             w = slot.linear.weight
             rows = slot.rows if slot.rows is not None else slice(None)
+            kept[name] = w[rows].clone()
             w[rows] += self.delta_weight(name).to(w.dtype)
-        self.merged = True
+        self._unmerged_rows = kept
+        self._merge_stamp = self._stamp()
 
     @torch.no_grad()
     def unmerge(self) -> None:
+        """Restore the kept frozen rows (bit-exact, whatever happened to A and B meanwhile)."""
         if not self.merged:
             return
         for name, slot in self.slots.items():
             w = slot.linear.weight
             rows = slot.rows if slot.rows is not None else slice(None)
-            w[rows] -= self.delta_weight(name).to(w.dtype)
-        self.merged = False
+            w[rows] = self._unmerged_rows[name]
+        self._unmerged_rows = None
+        self._merge_stamp = None
+
+    def _remerge(self) -> None:
+        self.unmerge()
+        self.merge()
 
 
 def attach(spec, config: LoRAConfig) -> list:

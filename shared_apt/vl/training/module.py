@@ -107,7 +107,7 @@ class VisionLanguageModule(pl.LightningModule):
         """Keyword arguments of ``shared_apt.vl.checkpoint.load_state_dict_checked`` for ``load_path``: upstream loads
         before the task heads and the method exist when tuning starts (stage "train"), after everything at
         ``test_only`` (stage "eval", where the file's recorded method is compared too)."""
-        from shared_apt.checkpoint import method_in_hparams
+        from shared_apt.vl.checkpoint import method_in_hparams
 
         if not isinstance(strict, bool):
             raise TypeError(f"strict_load={strict!r}: expected True or False")
