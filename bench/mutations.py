@@ -26,8 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = ["tests/test_fidelity.py", "tests/test_methods.py"]
 VILT = "ViLT/vilt/modules/vilt_module.py"
 METER = "METER/meter/modules/meter_module.py"
-APT = "shared_apt/methods/apt.py"
-LORA = "shared_apt/methods/lora.py"
+APT = "shared_apt/peft/methods/apt.py"
+LORA = "shared_apt/peft/methods/lora.py"
 
 # name -> (description, [(file, old, new), ...])
 MUTATIONS = {
@@ -39,23 +39,23 @@ MUTATIONS = {
         (LORA, "d = (self.dropouts[name](x) @ self.lora_A[name]) @ self.lora_B[name]",
          "d = 2 * (self.dropouts[name](x) @ self.lora_A[name]) @ self.lora_B[name]")]),
     "lora_qk": ("LoRA on q,k instead of q,v", [
-        ("shared_apt/peft/config.py", 'lora_targets: tuple = ("q", "v")', 'lora_targets: tuple = ("q", "k")')]),
+        (LORA, 'targets: tuple = option(("q", "v")', 'targets: tuple = option(("q", "k")')]),
     "lora_shared_mask": ("one LoRA dropout mask for q and v of a fused qkv", [
         (LORA, "        pieces, cursor, total = [], 0, out.shape[-1]\n",
          "        pieces, cursor, total = [], 0, out.shape[-1]\n        hx = next(iter(self.dropouts.values()))(x)\n"),
         (LORA, "d = (self.dropouts[name](x) @ self.lora_A[name])", "d = (hx @ self.lora_A[name])")]),
     "adapter_init_x10": ("adapter init std x10", [
-        ("shared_apt/methods/adapter.py", "Bottleneck(dim, bottleneck, std=0.01)",
+        ("shared_apt/peft/methods/adapter.py", "Bottleneck(dim, bottleneck, std=0.01)",
          "Bottleneck(dim, bottleneck, std=0.1)")]),
     "lora_A_std_0.02": ("LoRA A std 0.02", [
         (LORA, "nn.init.normal_(self.lora_A[name], std=1.0)", "nn.init.normal_(self.lora_A[name], std=0.02)")]),
     "prompt_init_x10": ("shallow/deep prompt init x10", [
-        ("shared_apt/methods/prompt.py", "nn.init.uniform_(self.prompts, -v, v)",
+        ("shared_apt/peft/methods/prompt.py", "nn.init.uniform_(self.prompts, -v, v)",
          "nn.init.uniform_(self.prompts, -10 * v, 10 * v)")]),
     "apt_prompt_init_x10": ("APT prompt init x10", [
         (APT, "nn.init.normal_(self.prompts, std=0.02)", "nn.init.normal_(self.prompts, std=0.2)")]),
     "pa_scale_1": ("scaled PA scale 4 -> 1", [
-        ("shared_apt/peft/config.py", "pa_scale: float = 4.0", "pa_scale: float = 1.0")]),
+        ("shared_apt/peft/methods/adapter.py", 'scale: float = option(4.0,', 'scale: float = option(1.0,')]),
     "vilt_shallow_prepend": ("ViLT shallow prompts prepended", [
         (VILT, 't.install_extra_tokens, "append")', 't.install_extra_tokens, "prepend")')]),
     "apt_dropout_after_max": ("APT attention dropout after the row max", [
