@@ -22,7 +22,8 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytorch_lightning as pl
@@ -43,8 +44,57 @@ from .optim import VILT_HEAD_NAMES, set_schedule
 
 log = logging.getLogger(__name__)
 
-# Upstream's execution order inside forward.
-TASK_ORDER = ("mlm", "mpp", "itm", "vqa", "nlvr2", "irtr")
+@dataclass(frozen=True)
+class Metric:
+    """One epoch metric of a task: the attribute ``<split>_<task>_<name>`` (a metric object fed ``inputs``, keys of
+    the objective's output), logged per step as ``<task>/<split>/<log_name>`` (``step_value(*inputs)``, default
+    the first input detached) and per epoch with ``_epoch`` appended."""
+
+    name: str
+    kind: type
+    inputs: Tuple[str, ...]
+    step_value: Optional[Callable] = None
+    log_name: Optional[str] = None
+
+    @property
+    def logged(self) -> str:
+        return self.log_name or self.name
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the training module does with a task's output (upstream names): its metrics; ``selects``: the metric
+    whose epoch value enters ``the_metric`` (None: the task adds 0); ``eval_splits``: evaluation metrics kept per
+    table-name split (NLVR2: dev and test; the loss recomputed on each split's rows by ``row_loss``)."""
+
+    metrics: Tuple[Metric, ...]
+    selects: Optional[str] = None
+    eval_splits: Tuple[str, ...] = ()
+    row_loss: Optional[Callable] = None
+
+
+def _accuracy_and_loss(task: str) -> Task:
+    return Task((Metric("accuracy", Accuracy, (f"{task}_logits", f"{task}_labels"), objectives.batch_accuracy),
+                 Metric("loss", Scalar, (f"{task}_loss",))), selects="accuracy")
+
+
+# The task table, in upstream's execution order inside forward.
+TASKS: Dict[str, Task] = {
+    "mlm": _accuracy_and_loss("mlm"),
+    "mpp": _accuracy_and_loss("mpp"),
+    "itm": Task((Metric("accuracy", Accuracy, ("itm_logits", "itm_labels"), objectives.batch_accuracy),
+                 Metric("loss", Scalar, ("itm_loss",)), Metric("wpa_loss", Scalar, ("itm_wpa_loss",))),
+                selects="accuracy"),
+    "vqa": Task((Metric("score", VQAScore, ("vqa_logits", "vqa_targets"), objectives.batch_vqa_score),
+                 Metric("loss", Scalar, ("vqa_loss",))), selects="score"),
+    # both NLVR2 evaluation splits are computed (same order on every rank); the backbone's nlvr2_selection_split
+    # feeds the_metric (ViLT: test-P, as upstream overwrites dev with test; METER: dev)
+    "nlvr2": Task((Metric("accuracy", Accuracy, ("nlvr2_logits", "nlvr2_labels"), objectives.batch_accuracy),
+                   Metric("loss", Scalar, ("nlvr2_loss",))), selects="accuracy", eval_splits=("dev", "test"),
+                  row_loss=lambda logits, labels: torch.nn.functional.cross_entropy(logits.float(), labels)),
+    "irtr": Task((Metric("loss", Scalar, ("irtr_loss",), log_name="irtr_loss"),)),
+}
+TASK_ORDER = tuple(TASKS)
 KNOWN_TASKS = set(TASK_ORDER)
 
 
@@ -71,7 +121,7 @@ def seed_all(value: int) -> None:
     torch.manual_seed(value)
 
 
-NLVR2_SPLITS = ("dev", "test")
+NLVR2_SPLITS = TASKS["nlvr2"].eval_splits
 
 
 class VisionLanguageModule(pl.LightningModule):
@@ -219,25 +269,16 @@ class VisionLanguageModule(pl.LightningModule):
         """Upstream ``set_metrics``: per phase (train, val) the epoch metrics of every executed task. The metric
         objects are sub-modules with non-persistent buffers (no state_dict keys)."""
         for task in self.executed_tasks():
-            for split in ("train", "val"):
-                if task == "vqa":
-                    setattr(self, f"{split}_vqa_score", VQAScore())
-                    setattr(self, f"{split}_vqa_loss", Scalar())
-                elif task == "nlvr2":
-                    if split == "train":
-                        self.train_nlvr2_accuracy, self.train_nlvr2_loss = Accuracy(), Scalar()
-                    else:
-                        self.dev_nlvr2_accuracy, self.dev_nlvr2_loss = Accuracy(), Scalar()
-                        self.test_nlvr2_accuracy, self.test_nlvr2_loss = Accuracy(), Scalar()
-                elif task == "irtr":
-                    setattr(self, f"{split}_irtr_loss", Scalar())
-                elif task == "itm":
-                    setattr(self, f"{split}_itm_accuracy", Accuracy())
-                    setattr(self, f"{split}_itm_loss", Scalar())
-                    setattr(self, f"{split}_itm_wpa_loss", Scalar())
-                else:
-                    setattr(self, f"{split}_{task}_accuracy", Accuracy())
-                    setattr(self, f"{split}_{task}_loss", Scalar())
+            for phase in ("train", "val"):
+                for split in self._splits(task, phase):
+                    for m in TASKS[task].metrics:
+                        setattr(self, f"{split}_{task}_{m.name}", m.kind())
+
+    @staticmethod
+    def _splits(task: str, phase: str) -> Tuple[str, ...]:
+        """Where a task's metrics of ``phase`` are kept: the phase, or its evaluation splits."""
+        spec = TASKS[task]
+        return spec.eval_splits if phase != "train" and spec.eval_splits else (phase,)
 
     def lr_rules(self) -> List[Tuple[Sequence[str], float]]:
         """Learning-rate multiplier rules for :func:`shared_apt.vl.training.optim.set_schedule`: ViLT multiplies the
@@ -273,50 +314,30 @@ class VisionLanguageModule(pl.LightningModule):
     def update_metrics(self, phase: str, output: dict, batch) -> None:
         """Accumulate the epoch metrics and log the per-step values (upstream names)."""
         bs = self._batch_size(batch)
-        if "vqa_loss" in output:
-            getattr(self, f"{phase}_vqa_loss").update(output["vqa_loss"])
-            getattr(self, f"{phase}_vqa_score").update(output["vqa_logits"], output["vqa_targets"])
-            self._log(f"vqa/{phase}/loss", output["vqa_loss"].detach(), bs)
-            self._log(f"vqa/{phase}/score", objectives.batch_vqa_score(output["vqa_logits"], output["vqa_targets"]),
-                      bs)
-        if "nlvr2_loss" in output:
-            logits, labels = output["nlvr2_logits"], output["nlvr2_labels"]
-            if phase == "train":
-                self.train_nlvr2_loss.update(output["nlvr2_loss"])
-                self.train_nlvr2_accuracy.update(logits, labels)
-                self._log("nlvr2/train/loss", output["nlvr2_loss"].detach(), bs)
-                self._log("nlvr2/train/accuracy", objectives.batch_accuracy(logits, labels), bs)
-            else:
-                names = batch.get("table_name")
-                if names is None:
-                    raise KeyError("NLVR2 evaluation batches need 'table_name' to split dev and test metrics")
-                for split, word in (("dev", "dev"), ("test", "test")):
-                    rows = objectives.split_rows(names, word)
-                    if not rows:
-                        continue
-                    loss = torch.nn.functional.cross_entropy(logits[rows].float(), labels[rows])
-                    getattr(self, f"{split}_nlvr2_loss").update(loss)
-                    getattr(self, f"{split}_nlvr2_accuracy").update(logits[rows], labels[rows])
-                    self._log(f"nlvr2/{split}/loss", loss.detach(), len(rows))
-                    self._log(f"nlvr2/{split}/accuracy", objectives.batch_accuracy(logits[rows], labels[rows]),
-                              len(rows))
-        if "irtr_loss" in output:
-            getattr(self, f"{phase}_irtr_loss").update(output["irtr_loss"])
-            self._log(f"irtr/{phase}/irtr_loss", output["irtr_loss"].detach(), bs)
-        if "itm_loss" in output:
-            getattr(self, f"{phase}_itm_loss").update(output["itm_loss"])
-            getattr(self, f"{phase}_itm_wpa_loss").update(output["itm_wpa_loss"])
-            getattr(self, f"{phase}_itm_accuracy").update(output["itm_logits"], output["itm_labels"])
-            self._log(f"itm/{phase}/loss", output["itm_loss"].detach(), bs)
-            self._log(f"itm/{phase}/wpa_loss", output["itm_wpa_loss"].detach(), bs)
-            self._log(f"itm/{phase}/accuracy", objectives.batch_accuracy(output["itm_logits"], output["itm_labels"]),
-                      bs)
-        if "mlm_loss" in output:
-            getattr(self, f"{phase}_mlm_loss").update(output["mlm_loss"])
-            getattr(self, f"{phase}_mlm_accuracy").update(output["mlm_logits"], output["mlm_labels"])
-            self._log(f"mlm/{phase}/loss", output["mlm_loss"].detach(), bs)
-            self._log(f"mlm/{phase}/accuracy", objectives.batch_accuracy(output["mlm_logits"], output["mlm_labels"]),
-                      bs)
+        for task, spec in TASKS.items():
+            if f"{task}_loss" not in output:
+                continue
+            if not (phase != "train" and spec.eval_splits):
+                self._update_task(task, phase, output, bs)
+                continue
+            names = batch.get("table_name")
+            if names is None:
+                raise KeyError(f"{task} evaluation batches need 'table_name' to split {spec.eval_splits} metrics")
+            keys = {k for m in spec.metrics for k in m.inputs} - {f"{task}_loss"}
+            for split in spec.eval_splits:
+                rows = objectives.split_rows(names, split)
+                if not rows:
+                    continue
+                part = {k: output[k][rows] for k in keys}
+                part[f"{task}_loss"] = spec.row_loss(part[f"{task}_logits"], part[f"{task}_labels"])
+                self._update_task(task, split, part, len(rows))
+
+    def _update_task(self, task: str, split: str, output: dict, batch_size: int) -> None:
+        for m in TASKS[task].metrics:
+            args = [output[k] for k in m.inputs]
+            getattr(self, f"{split}_{task}_{m.name}").update(*args)
+            step = m.step_value(*args) if m.step_value is not None else args[0].detach()
+            self._log(f"{task}/{split}/{m.logged}", step, batch_size)
 
     # ------------------------------------------------------------------------------------------------------------
     # Lightning steps
@@ -389,34 +410,15 @@ class VisionLanguageModule(pl.LightningModule):
             the_metric += recalls["ir_r1"] + recalls["tr_r1"]
 
         for task in self.executed_tasks():
-            value = 0.0
-            if task == "vqa":
-                value = self._pop_metric(f"{phase}_vqa_score", f"vqa/{phase}/score_epoch")
-                self._pop_metric(f"{phase}_vqa_loss", f"vqa/{phase}/loss_epoch")
-            elif task == "nlvr2":
-                if phase == "train":
-                    value = self._pop_metric("train_nlvr2_accuracy", "nlvr2/train/accuracy_epoch")
-                    self._pop_metric("train_nlvr2_loss", "nlvr2/train/loss_epoch")
-                else:
-                    # both splits are computed (same order on every rank); the selection split feeds the_metric
-                    # (ViLT: test-P, as upstream overwrites dev with test; METER: dev)
-                    accuracy = {}
-                    for split in NLVR2_SPLITS:
-                        accuracy[split] = self._pop_metric(f"{split}_nlvr2_accuracy",
-                                                           f"nlvr2/{split}/accuracy_epoch")
-                        self._pop_metric(f"{split}_nlvr2_loss", f"nlvr2/{split}/loss_epoch")
-                    value = accuracy[self.nlvr2_selection_split]
-            elif task == "irtr":
-                self._pop_metric(f"{phase}_irtr_loss", f"irtr/{phase}/irtr_loss_epoch")
-                value = 0.0
-            elif task == "itm":
-                value = self._pop_metric(f"{phase}_itm_accuracy", f"itm/{phase}/accuracy_epoch")
-                self._pop_metric(f"{phase}_itm_loss", f"itm/{phase}/loss_epoch")
-                self._pop_metric(f"{phase}_itm_wpa_loss", f"itm/{phase}/wpa_loss_epoch")
-            else:
-                value = self._pop_metric(f"{phase}_{task}_accuracy", f"{task}/{phase}/accuracy_epoch")
-                self._pop_metric(f"{phase}_{task}_loss", f"{task}/{phase}/loss_epoch")
-            the_metric += float(value)
+            spec, selected = TASKS[task], {}
+            for split in self._splits(task, phase):
+                for m in spec.metrics:
+                    value = self._pop_metric(f"{split}_{task}_{m.name}", f"{task}/{split}/{m.logged}_epoch")
+                    if m.name == spec.selects:
+                        selected[split] = value
+            if spec.selects is not None:
+                split = self.nlvr2_selection_split if phase != "train" and spec.eval_splits else phase
+                the_metric += float(selected[split])
         self._log_epoch(f"{phase}/the_metric", the_metric)
         return the_metric
 
