@@ -14,8 +14,11 @@ import copy
 
 from sacred import Experiment
 
-from shared_apt.vl.data.datasets import METER_VQA_SPLITS
 from shared_apt.vl.training.sacred_keys import add_peft_config
+
+# METER's VQA split (a backbone fact, given to the shared VQA dataset through dataset_split_names): it trains on
+# vqav2_train + vqav2_val and validates on vqav2_val (ViLT: the shared default, VILT_VQA_SPLITS).
+METER_VQA_SPLITS = {"train": ["vqav2_train", "vqav2_val"], "val": ["vqav2_val"], "test": ["vqav2_test"]}
 
 ex = Experiment("METER", save_git_info=False)
 

@@ -17,8 +17,8 @@ import copy
 from typing import Any, Dict, Mapping
 
 from shared_apt.vl.data.datamodules import MTDataModule
-from shared_apt.vl.data.datasets import METER_VQA_SPLITS
 
+from .config import METER_VQA_SPLITS
 from .modules.meter_module import check_tokenizer
 
 METER_SPLIT_NAMES: Dict[str, Dict[str, list]] = {

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from shared_apt.vl.data.arrow import ArrowFileError
-from shared_apt.vl.data.datasets import (METER_VQA_SPLITS, BadImageError, BadSample, CocoCaptionKarpathyDataset,
+from meter.config import METER_VQA_SPLITS
+from shared_apt.vl.data.datasets import (BadImageError, BadSample, CocoCaptionKarpathyDataset,
                                       ConceptualCaptionDataset, F30KCaptionKarpathyDataset, NLVR2Dataset,
                                       VisualGenomeCaptionDataset, VQAv2Dataset, is_empty_batch)
 from shared_apt.vl.data.text import MLMCollator

@@ -60,6 +60,7 @@ class ViLTransformerSS(VisionLanguageModule):
     project keys in ``PROJECT_DEFAULTS``."""
 
     backbone_name = "vilt"
+    head_lr_names = ("vqa_classifier", "nlvr2_classifier")  # upstream: the heads at lr x lr_mult
     project_defaults = PROJECT_DEFAULTS
 
     def __init__(self, config: dict):

@@ -1,7 +1,7 @@
 """Arrow-backed datasets of upstream ViLT / METER (vilt/datasets, docs/backbones.md, ViLT, docs/backbones.md, METER).
 
 :class:`BaseDataset` keeps upstream's constructor, sample index and collate. Subclasses carry upstream's class names,
-arrow file names and split tables (``split_names``; METER's VQA split is :data:`METER_VQA_SPLITS`). Every table is
+arrow file names and split tables (``split_names``; a backbone passes its own, e.g. METER's ``meter.config.METER_VQA_SPLITS``). Every table is
 read with :func:`shared_apt.vl.data.arrow.read_arrow_table`, so a missing or corrupt file raises
 :class:`~shared_apt.vl.data.arrow.ArrowFileError` naming the path (upstream skipped missing files silently). On opening,
 every file of a split is also checked against what its dataset class reads (:meth:`BaseDataset.required_columns`:
@@ -478,14 +478,13 @@ def _split_tables(cls, split: str, names: Optional[Sequence[str]]) -> List[str]:
 # ----------------------------------------------------------------------------------------------------------------
 
 VILT_VQA_SPLITS = {"train": ["vqav2_train", "vqav2_trainable_val"], "val": ["vqav2_rest_val"], "test": ["vqav2_test"]}
-METER_VQA_SPLITS = {"train": ["vqav2_train", "vqav2_val"], "val": ["vqav2_val"], "test": ["vqav2_test"]}
 
 
 class VQAv2Dataset(BaseDataset):
     """Upstream ``VQAv2Dataset``: one sample per question (duplicates kept); ViLT tables by default.
 
     Sample: image, text, vqa_answer, vqa_labels, vqa_scores (empty lists where a row carries no answers, e.g. the
-    test tables), qid. `names` overrides the split's tables (METER: :data:`METER_VQA_SPLITS`).
+    test tables), qid. `names` overrides the split's tables (METER: ``meter.config.METER_VQA_SPLITS``).
     """
 
     split_names = VILT_VQA_SPLITS

@@ -40,7 +40,7 @@ from shared_apt.vl.data.datasets import is_empty_batch
 from shared_apt.vl.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
 
 from . import objectives
-from .optim import VILT_HEAD_NAMES, set_schedule
+from .optim import set_schedule
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ NLVR2_SPLITS = TASKS["nlvr2"].eval_splits
 
 class VisionLanguageModule(pl.LightningModule):
     backbone_name = "vl"
-    head_lr_names: Tuple[str, ...] = VILT_HEAD_NAMES
+    head_lr_names: Tuple[str, ...] = ()  # parameters at lr x lr_mult (a backbone fact: each backbone declares its)
     # NLVR2 split whose validation accuracy enters val/the_metric (checkpoint selection): upstream ViLT overwrites
     # dev with test-P ("test"); METER selects on "dev" (docs/backbones.md, METER)
     nlvr2_selection_split: str = "test"

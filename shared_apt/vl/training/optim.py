@@ -21,7 +21,6 @@ from torch.optim.lr_scheduler import LambdaLR
 
 NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight", "norm.bias", "norm.weight", "norm1.bias", "norm1.weight",
             "norm2.bias", "norm2.weight")
-VILT_HEAD_NAMES = ("vqa_classifier", "nlvr2_classifier")
 
 
 class AdamW(Optimizer):
@@ -112,7 +111,7 @@ def warmup_steps_of(warmup, total: int) -> int:
 
 
 def param_groups(named_parameters: Iterable[Tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float,
-                 lr_rules: Sequence[Tuple[Sequence[str], float]] = ((VILT_HEAD_NAMES, 1.0),),
+                 lr_rules: Sequence[Tuple[Sequence[str], float]],
                  no_decay: Sequence[str] = NO_DECAY) -> List[dict]:
     """Groups in upstream order: [base decay, base no-decay, rule 1 decay, rule 1 no-decay, ...]. Each group carries
     a ``name`` (used by the learning-rate monitor). Only trainable parameters; shared tensors appear once."""
@@ -137,7 +136,7 @@ def param_groups(named_parameters: Iterable[Tuple[str, torch.nn.Parameter]], lr:
     return groups
 
 
-def group_names(named_parameters, lr_rules=((VILT_HEAD_NAMES, 1.0),), no_decay=NO_DECAY) -> List[List[str]]:
+def group_names(named_parameters, lr_rules, no_decay=NO_DECAY) -> List[List[str]]:
     """Names of the parameters in each group of :func:`param_groups` (for inspection and tests)."""
     named = list(named_parameters)
     ids = {id(p): n for n, p in reversed(named)}
