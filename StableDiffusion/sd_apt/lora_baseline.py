@@ -42,7 +42,10 @@ def lora_layers(module: nn.Module) -> dict:
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    return convert_state_dict_to_diffusers(get_peft_model_state_dict(module))
+    adapters = list(getattr(module, "peft_config", {}) or {})
+    if len(adapters) != 1:
+        raise ValueError(f"{type(module).__name__} has LoRA adapters {adapters}: expected exactly one to save")
+    return convert_state_dict_to_diffusers(get_peft_model_state_dict(module, adapter_name=adapters[0]))
 
 
 def save_lora(path: str, unet: nn.Module, text_encoder: nn.Module | None = None) -> None:

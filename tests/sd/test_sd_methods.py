@@ -183,3 +183,27 @@ def test_peft_lora_saved_in_diffusers_format_loads_back(tmp_path):
         trained = pipe.unet(x, t, c).sample
     assert not torch.allclose(base, trained, atol=1e-4)
     torch.testing.assert_close(loaded, trained, rtol=1e-5, atol=1e-5)
+
+
+def test_apt_under_gradient_checkpointing_has_the_same_gradients():
+    torch.manual_seed(0)
+    unet = tiny.unet()
+    model = SDBackbone(unet)
+    shared_apt.apply(model, "apt", num_prompts=4, rank=2)
+    with torch.no_grad():
+        for m in shared_apt.tuning_modules(model):
+            m.w2.normal_(std=0.1)
+    x, t, c = _inputs(unet)
+
+    def grads():
+        model.zero_grad()
+        model(x, t, c).sample.pow(2).mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    plain = grads()
+    unet.enable_gradient_checkpointing()
+    assert unet.is_gradient_checkpointing
+    ckpt = grads()
+    assert plain.keys() == ckpt.keys()
+    for n in plain:
+        torch.testing.assert_close(ckpt[n], plain[n], rtol=1e-5, atol=1e-7)
