@@ -67,15 +67,17 @@ def scheduler():
 
 
 def pipeline(words: Iterable[str], width: int = 32, image_size: int = 32, seed: int = 0):
-    """A StableDiffusionPipeline of tiny random components (``image_size`` px images, latent image_size / 2)."""
+    """A StableDiffusionPipeline of tiny random components (``image_size`` px images, latent image_size / 2); its
+    sampler is DDIM on SD's noise schedule (training uses DDPM with the same schedule)."""
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     torch.manual_seed(seed)
     tok = word_tokenizer(words)
     return StableDiffusionPipeline(
         vae=vae(sample_size=image_size), text_encoder=text_encoder(len(tok)), tokenizer=tok,
-        unet=unet(width=width, cross_dim=32, sample_size=image_size // 2), scheduler=scheduler(),
+        unet=unet(width=width, cross_dim=32, sample_size=image_size // 2),
+        scheduler=DDIMScheduler.from_config(scheduler().config),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
@@ -83,4 +85,36 @@ def save_pipeline(pipe, path: str) -> str:
     """Write the pipeline in diffusers' folder layout (loadable with ``StableDiffusionPipeline.from_pretrained``)."""
     os.makedirs(path, exist_ok=True)
     pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def save_dino(path: str, image_size: int = 32, seed: int = 0) -> str:
+    """A tiny random transformers ViT in DINO ViT-S/16's layout (CLS embedding), with its image processor."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    torch.manual_seed(seed)
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=image_size, patch_size=8)).save_pretrained(path)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(path)
+    return path
+
+
+def save_clip(path: str, words: Iterable[str], image_size: int = 32, seed: int = 0) -> str:
+    """A tiny random transformers CLIPModel (image and text towers, projection 16) with a word tokenizer."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tok = word_tokenizer(words)
+    torch.manual_seed(seed)
+    CLIPModel(CLIPConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=MAX_LEN, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=2),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=image_size, patch_size=8),
+        projection_dim=16)).save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": image_size},
+                       crop_size={"height": image_size, "width": image_size}).save_pretrained(path)
+    tok.save_pretrained(path)
     return path
