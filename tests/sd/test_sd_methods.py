@@ -207,3 +207,17 @@ def test_apt_under_gradient_checkpointing_has_the_same_gradients():
     assert plain.keys() == ckpt.keys()
     for n in plain:
         torch.testing.assert_close(ckpt[n], plain[n], rtol=1e-5, atol=1e-7)
+
+
+def test_profile_sd15_unet_counts_and_additional_macs():
+    from shared_apt.profile import profile
+
+    rows, info = profile("sd15-unet", ["apt", "lora"])
+    by = {r.method: r for r in rows}
+    assert by["apt"].updated_params == 798_752 and by["lora"].updated_params == 797_184
+    # APT per module: 2*N*p*d (X K^T and A P') + 2*p*r*d (K = P' + P'W1W2); N*d summed over the 16 blocks at 512 px:
+    # 5*(4096*320) + 5*(1024*640) + 5*(256*1280) + 64*1280 = 11,550,720, for attn1 and again for attn2
+    p, r = 24, 4
+    assert by["apt"].additional_macs == 2 * (2 * p * 11_550_720 + 2 * p * r * 12_480) == 1_113_661_440
+    assert by["lora"].additional_macs == 0  # merged
+    assert info["backbone_params"] == 859_520_964
