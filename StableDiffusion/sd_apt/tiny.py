@@ -12,7 +12,7 @@ BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<unk>"
 MAX_LEN = 77
 
 
-def word_tokenizer(words: Iterable[str]):
+def word_tokenizer(words: Iterable[str], max_length: int = MAX_LEN):
     from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
@@ -25,18 +25,18 @@ def word_tokenizer(words: Iterable[str]):
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A {EOS}", special_tokens=[(BOS, 1), (EOS, 2)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, unk_token=UNK, pad_token=EOS,
-                                   model_max_length=MAX_LEN)
+                                   model_max_length=max_length)
 
 
-def unet(width: int = 32, cross_dim: int = 32, sample_size: int = 16, layers: int = 1):
+def unet(width: int = 32, cross_dim: int = 32, sample_size: int = 16, layers: int = 1, heads: int = 8):
     """Two resolutions (width, 2*width); transformer blocks in the low-resolution down block, the mid block and the
-    first up block (4 blocks, 8 Attention modules), 8 heads."""
+    first up block (4 blocks, 8 Attention modules), ``heads`` heads."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=layers,
         block_out_channels=(width, 2 * width), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=cross_dim, attention_head_dim=8,
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=cross_dim, attention_head_dim=heads,
         norm_num_groups=8)
 
 
