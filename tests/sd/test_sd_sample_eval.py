@@ -80,3 +80,32 @@ def test_sample_is_seeded_and_writes_grid(tmp_path):
     images, ps = read_samples(str(tmp_path / "a"))
     assert len(images) == 4 and ps == [prompts[0]] * 2 + [prompts[1]] * 2
     assert json.load(open(tmp_path / "a" / "samples.json"))["seed"] == 5
+
+
+def test_image_space_fidelity_by_hand():
+    from sd_apt.demo import BACKGROUND, histogram_distance, image_fidelity, mask_iou
+
+    bg = np.zeros((4, 4, 3), np.uint8) + np.array(BACKGROUND, np.uint8)
+    red, blue = bg.copy(), bg.copy()
+    red[:2, :2] = (215, 40, 40)       # 4 foreground pixels, top left
+    blue[:2, :] = (40, 80, 215)       # 8 foreground pixels, top rows
+    assert histogram_distance(red, red) == 0.0
+    assert histogram_distance(red, blue) == 1.0  # disjoint colours
+    assert histogram_distance(bg, red) == 1.0     # no foreground at all
+    assert mask_iou(red, blue) == pytest.approx(4 / 8)
+    half = red.copy()
+    half[0, :2] = (40, 80, 215)       # foreground half red, half blue
+    assert histogram_distance(half, red) == pytest.approx(0.5)
+    m = image_fidelity([Image.fromarray(red), Image.fromarray(blue)], [Image.fromarray(red)])
+    assert m["mask_iou"] == pytest.approx((1 + 0.5) / 2) and m["colour_hist_distance"] == pytest.approx(0.5)
+
+
+def test_sd_scripts_parse_under_dash():
+    import shutil
+    import subprocess
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    shell = shutil.which("dash") or shutil.which("sh")
+    for name in ("sd_dreambooth.sh", "sd_sample.sh", "sd_eval.sh"):
+        p = subprocess.run([shell, "-n", os.path.join(root, "script", name)], capture_output=True, text=True)
+        assert p.returncode == 0, f"{name}: {p.stderr}"
