@@ -47,6 +47,8 @@ class MethodConfig:
             raise ValueError(f"method={self.method!r}: expected one of {METHODS}")
         if self.attention not in ATTENTION_CHOICES:
             raise ValueError(f"attention={self.attention!r}: expected one of {ATTENTION_CHOICES}")
+        if self.gate and self.method != "apt":
+            raise ValueError(f"gate=True is an APT option; method {self.method!r} has no gate")
         if self.method == PEFT_LORA and self.attention != "both":
             raise ValueError("the lora baseline targets to_q/to_k/to_v/to_out.0 of every attention module: attention must be "
                              f"'both' (got {self.attention!r})")
