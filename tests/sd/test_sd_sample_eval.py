@@ -109,3 +109,18 @@ def test_sd_scripts_parse_under_dash():
     for name in ("sd_dreambooth.sh", "sd_sample.sh", "sd_eval.sh"):
         p = subprocess.run([shell, "-n", os.path.join(root, "script", name)], capture_output=True, text=True)
         assert p.returncode == 0, f"{name}: {p.stderr}"
+
+
+def test_demo_subject_is_a_pattern_the_world_never_draws():
+    from sd_apt.demo import COLORS, foreground, subject_images, world
+
+    def colours(im):
+        a = np.asarray(im)
+        return {tuple(int(v) for v in c) for c in a[foreground(a)]}
+
+    palette = {tuple(c) for c in COLORS.values()}
+    for im, caption in world(24, seed=0):
+        fg = colours(im) & palette  # anti-aliased edges aside, one world colour per image
+        assert len(fg) == 1 and caption.split()[-1] in ("circle", "square", "triangle")
+    for im in subject_images():
+        assert colours(im) & palette == {COLORS["red"], COLORS["yellow"]}
