@@ -8,12 +8,15 @@ a tiny latent diffusion model, on the CPU in minutes.
    its latents (epsilon MSE, DDPM schedule of SD). Saved as a diffusers pipeline folder.
 2. The subject: a circle painted with red and yellow horizontal stripes, a pattern the world never uses; 4 images,
    identifier "sks", class noun "circle".
-3. DreamBooth with APT (p, r = 24, 4 scaled to the tiny widths: see ``--apt-prompts``) and with the LoRA baseline,
-   same data, class images, steps, learning rate and seeds (``sd_apt.dreambooth``).
+3. DreamBooth with APT on the UNet (p, r = 22, 4: 15,368 parameters, budget-matched to LoRA r 4's 15,360 at these
+   widths), with APT on the UNet and the text encoder ("apt_text": APT's side path reads only the query-side hidden
+   states, so on the UNet alone it cannot see which prompt token is the identifier; on the text encoder it can), and
+   with the LoRA baseline; same data, class images, steps, learning rate and seeds (``sd_apt.dreambooth``).
 4. Samples of the untuned model, APT and LoRA for the same prompts and seeds; a grid (prompts x methods); DINO /
    CLIP-I / CLIP-T with tiny random encoders (they only exercise the metric code) and two image-space fidelity
-   measures against the subject images: colour-histogram distance of the foreground (total variation, 0 = same
-   colours, 1 = disjoint) and shape-mask IoU, averaged over the samples of the subject prompt.
+   measures against the subject images: colour-histogram distance of the foreground (pixels assigned to the nearest
+   of the world's four colours; total variation, 0 = same colours, 1 = disjoint) and shape-mask IoU, averaged over
+   the samples of the subject prompt.
 
     python -m sd_apt.demo --cache ~/.cache/apt_vl_demo/sd [--out DIR] [--fresh]
     python -m sd_apt.demo --cache DIR --prepare     # only step 1-2; prints DEMO_MODEL_DIR=... for the scripts
@@ -93,18 +96,20 @@ def foreground(a: np.ndarray, threshold: float = 60.0) -> np.ndarray:
     return np.linalg.norm(a.astype(np.float32) - np.array(BACKGROUND, np.float32), axis=-1) > threshold
 
 
-def colour_histogram(a: np.ndarray, bins: int = 4) -> np.ndarray:
-    """Normalised 3-D colour histogram (``bins`` per channel) of the foreground pixels (zeros if there are none)."""
-    px = a[foreground(a)].reshape(-1, 3)
+def colour_histogram(a: np.ndarray) -> np.ndarray:
+    """Share of the foreground pixels nearest (RGB L2) to each of the world's colours (zeros if no foreground): a
+    histogram over the world's palette, robust to the tints a small decoder produces."""
+    px = a[foreground(a)].reshape(-1, 3).astype(np.float32)
+    palette = np.array(list(COLORS.values()), np.float32)
     if len(px) == 0:
-        return np.zeros(bins ** 3)
-    idx = (px.astype(np.int64) * bins // 256)
-    h = np.bincount(idx[:, 0] * bins * bins + idx[:, 1] * bins + idx[:, 2], minlength=bins ** 3).astype(np.float64)
+        return np.zeros(len(palette))
+    nearest = np.linalg.norm(px[:, None, :] - palette[None], axis=-1).argmin(axis=1)
+    h = np.bincount(nearest, minlength=len(palette)).astype(np.float64)
     return h / h.sum()
 
 
 def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Total variation 0.5 * L1 between two colour histograms; 1.0 when either has no foreground."""
+    """Total variation 0.5 * L1 between two palette histograms; 1.0 when either has no foreground."""
     ha, hb = colour_histogram(a), colour_histogram(b)
     if ha.sum() == 0 or hb.sum() == 0:
         return 1.0
@@ -229,6 +234,8 @@ def run(args) -> dict:
     timings = {"pretrain_s": round(time.time() - t_start, 1)}
     methods = {
         "apt": MethodConfig("apt", num_prompts=args.apt_prompts, rank=args.rank, gate=args.gate),
+        "apt_text": MethodConfig("apt", num_prompts=args.apt_prompts, rank=args.rank, gate=args.gate,
+                                 text_encoder=True),
         "lora": MethodConfig("lora", rank=args.rank),
     }
     runs = {"untuned": ""}
@@ -254,7 +261,8 @@ def run(args) -> dict:
         trainable = 0
         if weights:
             load_into_pipeline(pipe, weights)
-            trainable = sum(p.numel() for n, p in pipe.unet.named_parameters() if "peft_apt" in n or "lora" in n)
+            trainable = sum(p.numel() for part in (pipe.unet, pipe.text_encoder) for n, p in part.named_parameters()
+                            if "peft_apt" in n or "lora" in n)
         folder = os.path.join(out, "samples", name)
         sample(pipe, PROMPTS, args.num_images, args.seed, args.sample_steps, args.guidance, IMAGE, folder)
         generated, prompts = read_samples(folder)
@@ -300,7 +308,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vae-steps", type=int, default=200)
     ap.add_argument("--unet-steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest at this size)")
-    ap.add_argument("--steps", type=int, default=150, help="DreamBooth steps per method")
+    ap.add_argument("--steps", type=int, default=400, help="DreamBooth steps per method")
     ap.add_argument("--lr", type=float, default=1e-3, help="DreamBooth learning rate (both methods)")
     ap.add_argument("--apt-prompts", type=int, default=22, help="APT p (22: budget-matched to LoRA r 4 here)")
     ap.add_argument("--rank", type=int, default=4)
