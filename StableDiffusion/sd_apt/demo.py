@@ -11,7 +11,8 @@ a tiny latent diffusion model, on the CPU in minutes.
 3. DreamBooth with APT on the UNet (p, r = 22, 4: 15,368 parameters, budget-matched to LoRA r 4's 15,360 at these
    widths), with APT on the UNet and the text encoder ("apt_text": APT's side path reads only the query-side hidden
    states, so on the UNet alone it cannot see which prompt token is the identifier; on the text encoder it can), and
-   with the LoRA baseline; same data, class images, steps, learning rate and seeds (``sd_apt.dreambooth``).
+   with the LoRA baseline; same data, class images, steps and seeds (``sd_apt.dreambooth``); learning rates
+   ``--apt-lr`` and ``--lr`` (both 1e-3 by default).
 4. Samples of the untuned model, APT and LoRA for the same prompts and seeds; a grid (prompts x methods); DINO /
    CLIP-I / CLIP-T with tiny random encoders (they only exercise the metric code) and two image-space fidelity
    measures against the subject images: colour-histogram distance of the foreground (pixels assigned to the nearest
@@ -247,7 +248,8 @@ def run(args) -> dict:
             class_prompt=f"a photo of a {CLASS_NOUN}", output_dir=os.path.join(out, name),
             class_dir=os.path.join(out, "class_images"), num_class_images=args.class_images,
             class_inference_steps=args.sample_steps, class_guidance_scale=args.guidance, resolution=IMAGE,
-            center_crop=True, max_steps=args.steps, learning_rate=args.lr, checkpoint_every=args.steps,
+            center_crop=True, max_steps=args.steps, checkpoint_every=args.steps,
+            learning_rate=args.apt_lr if method.method == "apt" else args.lr,
             progress_bar=args.progress, seed=args.seed, method=method)
         runs[name] = train(cfg)
         timings[f"dreambooth_{name}_s"] = round(time.time() - t0, 1)
@@ -309,7 +311,10 @@ def main(argv=None) -> int:
     ap.add_argument("--unet-steps", type=int, default=600)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest at this size)")
     ap.add_argument("--steps", type=int, default=400, help="DreamBooth steps per method")
-    ap.add_argument("--lr", type=float, default=1e-3, help="DreamBooth learning rate (both methods)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="DreamBooth learning rate of LoRA")
+    ap.add_argument("--apt-lr", type=float, default=1e-3,
+                    help="DreamBooth learning rate of APT (its side path scales with the cube of the prompts' size, "
+                         "which start at std 0.02)")
     ap.add_argument("--apt-prompts", type=int, default=22, help="APT p (22: budget-matched to LoRA r 4 here)")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--gate", action="store_true", help="APT zero-start gate")
