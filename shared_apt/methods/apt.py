@@ -82,6 +82,12 @@ class _FusedAPT(torch.autograd.Function):
 def apt_delta_fused(x: torch.Tensor, keys: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
     """Same value and gradients as ``apt_delta(x, keys, prompts)`` with the official options."""
     dtype = torch.promote_types(x.dtype, keys.dtype)
+    device = x.device.type
+    if device in ("cuda", "cpu") and torch.is_autocast_enabled(device):
+        # autocast would run the forward's matmuls in half precision while the hand-written backward (which autocast
+        # does not reach) multiplies by the fp32 prompts: run the fused op at the promoted dtype with autocast off
+        with torch.autocast(device_type=device, enabled=False):
+            return _FusedAPT.apply(x.to(dtype), keys.to(dtype), prompts.to(dtype))
     return _FusedAPT.apply(x.to(dtype), keys.to(dtype), prompts.to(dtype))
 
 

@@ -221,3 +221,27 @@ def test_profile_sd15_unet_counts_and_additional_macs():
     assert by["apt"].additional_macs == 2 * (2 * p * 11_550_720 + 2 * p * r * 12_480) == 1_113_661_440
     assert by["lora"].additional_macs == 0  # merged
     assert info["backbone_params"] == 859_520_964
+
+
+def test_apt_trains_under_bf16_autocast():
+    """Mixed precision: the fused APT op runs at the parameters' dtype with autocast off (its hand-written backward
+    is outside autocast), so a bf16-autocast step gives finite fp32 gradients close to the fp32 ones."""
+    torch.manual_seed(0)
+    unet = tiny.unet()
+    model = SDBackbone(unet)
+    shared_apt.apply(model, "apt", num_prompts=4, rank=2)
+    with torch.no_grad():
+        for m in shared_apt.tuning_modules(model):
+            m.w2.normal_(std=0.1)
+    x, t, c = _inputs(unet)
+
+    def grads(autocast):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = model(x, t, c).sample
+        out.float().pow(2).mean().backward()
+        return torch.cat([p.grad.flatten() for p in shared_apt.trainable_parameters(model).values()])
+
+    ref, mixed = grads(False), grads(True)
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all()
+    assert torch.nn.functional.cosine_similarity(ref, mixed, dim=0) > 0.95
