@@ -34,6 +34,7 @@ class PeftConfig:
                                     # leaves it frozen); True (the paper: s is learnable) / False force it
     apt_dropout: float = 0.0        # dropout on A (the modules' attention dropout, 0 for ViLT and METER)
     apt_fast: bool = True           # use the fused kernel (same math as shared_apt.methods.apt.apt_delta)
+    apt_gate: bool = False          # zero-start gate: dX is multiplied by a scalar g initialised to 0 (starts at the base)
     lora_rank: int = 4
     lora_dropout: float = 0.1
     lora_targets: tuple = ("q", "v")
@@ -80,8 +81,8 @@ class PeftConfig:
         need(isinstance(self.lora_rank, int) and self.lora_rank >= 1, "lora_rank", self.lora_rank, "an integer >= 1")
         need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", self.lora_dropout, "a probability in [0, 1)")
         need(
-            len(self.lora_targets) >= 1 and set(self.lora_targets) <= {"q", "k", "v"},
-            "lora_targets", self.lora_targets, "a non-empty subset of ('q', 'k', 'v')",
+            len(self.lora_targets) >= 1 and set(self.lora_targets) <= {"q", "k", "v", "o"},
+            "lora_targets", self.lora_targets, "a non-empty subset of ('q', 'k', 'v', 'o')",
         )
         need(isinstance(self.adapter_bottleneck, int) and self.adapter_bottleneck >= 1,
              "adapter_bottleneck", self.adapter_bottleneck, "an integer >= 1")

@@ -20,7 +20,7 @@ from . import api, paper
 from .config import METHODS
 from .flops import count_macs
 
-BACKBONES = {"vilt-b32": "vilt.profiling", "meter-b": "meter.profiling"}
+BACKBONES = {"vilt-b32": "vilt.profiling", "meter-b": "meter.profiling", "sd15-unet": "sd_apt.profiling"}
 
 
 @dataclass
@@ -141,13 +141,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=None, help="tokens n (default: the length the paper implies)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
-    methods = list(METHODS) if args.method == "all" else [m.strip() for m in args.method.split(",")]
-    bad = [m for m in methods if m not in METHODS]
+    known = getattr(load_backbone(args.backbone), "METHODS", METHODS)  # a backbone may support fewer methods
+    methods = list(known) if args.method == "all" else [m.strip() for m in args.method.split(",")]
+    bad = [m for m in methods if m not in known]
     if bad:
-        ap.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        ap.error(f"unknown method(s) {bad} for {args.backbone}; choose from {', '.join(known)}")
     rows, info = profile(args.backbone, methods, args.seq_len, num_prompts=args.num_prompts, rank=args.rank,
                          apt_variant=args.apt_variant)
     print(render(rows, info))
+    if getattr(load_backbone(args.backbone), "PRINT_EXACT", False):
+        print("Exact: " + "; ".join(f"{r.method} {r.updated_params:,} parameters, {r.additional_macs:,} additional MACs"
+                                    for r in rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "rows": [r.__dict__ for r in rows]}, f, indent=2)

@@ -137,7 +137,7 @@ class APTModule(TuningModule):
 
     def __init__(self, dim: int, num_prompts: int = 200, rank: int = 4, variant: str = "lowrank",
                  alpha: str = "token", detach_alpha: bool = True, train_scale: bool = True,
-                 dropout: float = 0.0, fast: bool = True):
+                 dropout: float = 0.0, fast: bool = True, gate: bool = False):
         super().__init__()
         self.dim, self.num_prompts, self.rank, self.variant = dim, num_prompts, rank, variant
         self.alpha, self.detach_alpha, self.dropout, self.fast = alpha, detach_alpha, dropout, fast
@@ -150,6 +150,9 @@ class APTModule(TuningModule):
         elif variant != "identity":
             raise ValueError(f"apt variant {variant!r} unknown (lowrank, identity, dense)")
         self.log_scale = nn.Parameter(torch.zeros(1), requires_grad=train_scale)
+        # zero-start gate (not in the paper): out = e^s (O + g dX) with g = 0 at init, so training starts exactly at
+        # the base model while every APT parameter still receives gradient once g moves
+        self.gate = nn.Parameter(torch.zeros(1)) if gate else None
         self._stash = InputStash()
         self._key_cache = None
         self.reset_parameters()
@@ -165,6 +168,8 @@ class APTModule(TuningModule):
                 nn.init.zeros_(self.dense.weight)
                 nn.init.zeros_(self.dense.bias)
             self.log_scale.zero_()
+            if self.gate is not None:
+                self.gate.zero_()
         self._key_cache = None
 
     def keys(self) -> torch.Tensor:
@@ -199,7 +204,10 @@ class APTModule(TuningModule):
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """e^s * (O + dX)."""
-        res = out + self.delta(x).to(out.dtype)
+        delta = self.delta(x)
+        if self.gate is not None:
+            delta = delta * self.gate
+        res = out + delta.to(out.dtype)
         return res * torch.exp(self.log_scale).to(out.dtype)
 
     def attach(self, site) -> "APTModule":
@@ -209,14 +217,15 @@ class APTModule(TuningModule):
         return self
 
     @staticmethod
-    def num_parameters(dim: int, num_prompts: int, rank: int, variant: str = "lowrank") -> int:
+    def num_parameters(dim: int, num_prompts: int, rank: int, variant: str = "lowrank", gate: bool = False) -> int:
         extra = {"lowrank": 2 * dim * rank, "identity": 0, "dense": dim * dim + dim}[variant]
-        return num_prompts * dim + extra + 1
+        return num_prompts * dim + extra + 1 + int(gate)
 
 
 def attach(spec, config) -> list:
     return [
         APTModule(site.dim, config.num_prompts, config.apt_rank, config.apt_variant, config.apt_alpha,
-                  config.apt_detach_alpha, config.apt_train_scale, config.apt_dropout, config.apt_fast).attach(site)
+                  config.apt_detach_alpha, config.apt_train_scale, config.apt_dropout, config.apt_fast,
+                  config.apt_gate).attach(site)
         for site in spec.attention_sites
     ]

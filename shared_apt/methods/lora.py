@@ -161,5 +161,8 @@ def attach(spec, config) -> list:
     mods = []
     for site in spec.attention_sites:
         slots = {t: getattr(site, t) for t in config.lora_targets}
+        missing = sorted(t for t, slot in slots.items() if slot is None)
+        if missing:
+            raise ValueError(f"lora_targets {missing}: attention site {site.name!r} declares no such projection")
         mods.append(LoRAModule(slots, config.lora_rank, config.lora_dropout).attach(site))
     return mods

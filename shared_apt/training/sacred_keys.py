@@ -14,6 +14,7 @@ def peft_option_keys():
     apt_train_scale = None  # noqa: F841
     apt_dropout = None  # noqa: F841
     apt_fast = None  # noqa: F841
+    apt_gate = None  # noqa: F841
     lora_rank = None  # noqa: F841
     lora_dropout = None  # noqa: F841
     lora_targets = None  # noqa: F841
