@@ -7,7 +7,7 @@ import importlib
 
 from ..peft import registry
 
-BACKBONE_MODULES = ("vilt.profiling", "meter.profiling")
+BACKBONE_MODULES = ("vilt.profiling", "meter.profiling", "sd_apt.profiling")
 
 
 class BackboneUnavailable(RuntimeError):

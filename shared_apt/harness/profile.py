@@ -158,13 +158,21 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     add_method_arguments(ap)
     args = ap.parse_args(argv)
+    bb = load_backbone(args.backbone)
+    known = list(bb.methods or method_names())  # a backbone may be profiled with fewer methods
     try:
-        methods = parse_methods(args.method)
+        methods = known if args.method == "all" else parse_methods(args.method)
     except ConfigError as e:
         ap.error(str(e))
+    bad = [m for m in methods if m not in known]
+    if bad:
+        ap.error(f"unknown method(s) {bad} for {args.backbone}; choose from {', '.join(known)}")
     options = {dest: getattr(args, dest) for dest in cli_options()}
     rows, info = profile(args.backbone, methods, args.seq_len, **options)
     print(render(rows, info))
+    if bb.print_exact:
+        print("Exact: " + "; ".join(f"{r.method} {r.updated_params:,} parameters, {r.additional_macs:,} additional MACs"
+                                    for r in rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "rows": [r.__dict__ for r in rows]}, f, indent=2)
