@@ -98,14 +98,14 @@ def wpa_distance(text_feats, image_feats, text_masks, image_masks, beta: float =
         return trace(cost.matmul(T.detach()))
 
 
-def compute_itm_wpa(pl_module, batch) -> Dict[str, torch.Tensor]:
-    """Image-text matching with word-patch alignment: floor(B/2) positives (true image), the rest negatives
-    (``false_image_0``), labels randomly permuted; ITM CE + 0.1 x (Σ dist_pos - Σ dist_neg) / B."""
-    n = len(batch["text"])
+def itm_pairs(batch) -> tuple:
+    """Upstream's ITM pairing (ViLT and METER alike): floor(B/2) label-1 entries and the rest label 0, randomly
+    permuted; label-0 samples take their image from ``false_image_0``. Returns (batch with the mixed images,
+    labels)."""
+    n = batch["text_ids"].shape[0]
     pos_len = n // 2
-    neg_len = n - pos_len
     device = batch["text_ids"].device
-    itm_labels = torch.cat([torch.ones(pos_len), torch.zeros(neg_len)]).to(device)
+    itm_labels = torch.cat([torch.ones(pos_len), torch.zeros(n - pos_len)]).to(device)
     itm_labels = itm_labels[torch.randperm(itm_labels.size(0)).to(device)]
     if "false_image_0" not in batch:
         raise KeyError("ITM needs negative images: the batch has no 'false_image_0' (set draw_false_image >= 1)")
@@ -115,6 +115,13 @@ def compute_itm_wpa(pl_module, batch) -> Dict[str, torch.Tensor]:
     ]
     batch = dict(batch)
     batch["image"] = itm_images
+    return batch, itm_labels
+
+
+def compute_itm_wpa(pl_module, batch) -> Dict[str, torch.Tensor]:
+    """Image-text matching with word-patch alignment: floor(B/2) positives (true image), the rest negatives
+    (``false_image_0``), labels randomly permuted; ITM CE + 0.1 x (Σ dist_pos - Σ dist_neg) / B."""
+    batch, itm_labels = itm_pairs(batch)
     infer = pl_module.infer(batch, mask_text=False, mask_image=False)
     deit = "deit" in str(pl_module.hparams.config.get("vit", ""))
     distance = wpa_distance(infer["text_feats"], infer["image_feats"], infer["text_masks"], infer["image_masks"],
