@@ -169,3 +169,15 @@ def test_compiled_layers_train_a_step_with_each_method_family(method):
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"], dict(counters["graph_break"])
     torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5)
     _assert_grads_close(grads_c, grads_e, rtol=1e-4, atol=1e-5)
+
+
+def test_precision_16_on_cpu_is_bf16_mixed_where_the_cpu_has_bf16(monkeypatch):
+    from shared_apt.vl.training import run
+
+    monkeypatch.setattr(run, "cpu_has_bf16", lambda: True)
+    assert run.resolve_precision(16, "cpu") == "bf16-mixed"
+    assert run.resolve_precision(16, "gpu") == "16-mixed"
+    assert run.resolve_precision("bf16", "gpu") == "bf16-mixed"
+    assert run.resolve_precision(32, "cpu") == "32-true"
+    monkeypatch.setattr(run, "cpu_has_bf16", lambda: False)
+    assert run.resolve_precision(16, "cpu") == "32-true"
