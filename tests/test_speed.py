@@ -181,3 +181,42 @@ def test_precision_16_on_cpu_is_bf16_mixed_where_the_cpu_has_bf16(monkeypatch):
     assert run.resolve_precision(32, "cpu") == "32-true"
     monkeypatch.setattr(run, "cpu_has_bf16", lambda: False)
     assert run.resolve_precision(16, "cpu") == "32-true"
+
+
+@pytest.mark.parametrize("backbone,precision", [("vilt-b32", "32"), ("meter-b", "bf16")])
+def test_bench_against_official_json_has_every_field(tmp_path, backbone, precision):
+    import json
+
+    from shared_apt.bench import main
+
+    out = tmp_path / "res.json"
+    assert main(["--backbone", backbone, "--methods", "apt", "--against", "official", "--size", "tiny",
+                 "--rounds", "1", "--infer-reps", "1", "--batch", "2", "--seq-len", "48", "--precision", precision,
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["against_official"]
+    for key in ("train_step_ratio", "infer_ratio", "peak_mem_ratio", "max_abs_diff"):
+        assert isinstance(res[key], float) and res[key] >= 0, key
+    assert res["precision"] == precision and res["device"] == "cpu"
+    assert res["max_abs_diff"] <= (1e-5 if precision == "32" else 0.1)
+    assert res["project"]["peak_mem_mb"] > 0 and res["official"]["peak_mem_mb"] > 0
+
+
+def test_authors_model_equals_the_project_model_and_sees_the_apt_parameters():
+    """The authors' layers filled through the official converter give the project's outputs (padding in the
+    batch), and a change of one APT tensor in the project model alone makes them differ."""
+    from shared_apt.harness import authors
+    from shared_apt.harness.backbones import get_backbone
+
+    bb = get_backbone("vilt-b32")
+    torch.manual_seed(0)
+    model = bb.build("apt", device="cpu", size="tiny")
+    _randomise(model)
+    theirs = authors.build_like(model)
+    authors.load_from_project(theirs, model)
+    x, mask = bb.tokens(model, 20, 2, device="cpu")
+    mask[0, 12:] = 0
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(bb.run_tokens(model, x, mask), theirs.run_tokens(x, mask), rtol=0, atol=1e-5)
+        model.transformer.blocks[1].attn.peft_apt.w2.mul_(2.0)
+        assert (bb.run_tokens(model, x, mask) - theirs.run_tokens(x, mask)).abs().max() > 1e-3
