@@ -1,7 +1,7 @@
 """Speed options of the vision-language backbones (config keys, the same in ViLT and METER):
 
 * ``attention_impl``: ``"sdpa"`` (default) runs attention through ``F.scaled_dot_product_attention`` (torch's fused
-  kernels; fp32 outputs within 1e-6 of upstream's math), ``"explicit"`` keeps upstream's matmul / softmax / matmul;
+  kernels; fp32 outputs within 1e-5 of upstream's math), ``"explicit"`` keeps upstream's matmul / softmax / matmul;
   both apply the same padding mask and the tuning methods' extra keys/values;
 * ``recompute_layers``: ``True`` recomputes each transformer layer's activations in the backward pass
   (``torch.utils.checkpoint``, non-reentrant, RNG state restored so dropout draws the same masks) instead of saving

@@ -10,7 +10,7 @@ prompts) to the key/value input of the attention: the stream's own tokens in sel
 in cross-attention; their additive mask is 0 (always attended).
 
 ``BertSelfAttention.attention_impl``: "sdpa" (default; ``F.scaled_dot_product_attention`` with the same additive
-mask, fp32 outputs within 1e-6 of upstream's math) or "explicit" (upstream's matmul / softmax / matmul)."""
+mask, fp32 outputs within 1e-5 of upstream's math) or "explicit" (upstream's matmul / softmax / matmul)."""
 from __future__ import annotations
 
 import math

@@ -7,7 +7,7 @@ the top-left pixel, valid patches first then padding patches, pre-LN blocks with
 padded keys, no attention-probability dropout.
 
 Attention runs through ``F.scaled_dot_product_attention`` (``attention_impl = "sdpa"``, the default: torch's fused
-kernels, fp32 outputs within 1e-6 of upstream's math) or upstream's explicit softmax(QK^T * scale) V
+kernels, fp32 outputs within 1e-5 of upstream's math) or upstream's explicit softmax(QK^T * scale) V
 (``attention_impl = "explicit"``); the padding mask is the same boolean key mask on both paths.
 """
 from __future__ import annotations
