@@ -113,6 +113,9 @@ def config():
     max_bad_image_fraction = 0.01
     save_tuned_weights = True     # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints
     tuned_path = ""               # a shared_apt.save_tuned folder loaded after the method is applied (evaluation)
+    attention_impl = "sdpa"     # "sdpa" (F.scaled_dot_product_attention) or "explicit" (upstream's math)
+    recompute_layers = False    # True: recompute transformer-layer activations in backward (less memory, more time)
+    compile_layers = False      # True (inductor) or a torch.compile backend name: compile each transformer layer
     dataset_split_names = {"vqa": copy.deepcopy(METER_VQA_SPLITS), "gcc": {"val": [], "test": []}}  # docs/backbones.md, METER
     dataset_class_overrides = {}  # {dataset key: "module:Class"} (shared_apt.vl.data.datamodules)
 

@@ -91,6 +91,9 @@ def config():
     max_bad_image_fraction = 0.01
     save_tuned_weights = True   # also write the tuned tensors alone (shared_apt.save_tuned) next to checkpoints
     tuned_path = ""             # a shared_apt.save_tuned folder loaded after the method is applied (evaluation)
+    attention_impl = "sdpa"     # "sdpa" (F.scaled_dot_product_attention) or "explicit" (upstream's math)
+    recompute_layers = False    # True: recompute transformer-layer activations in backward (less memory, more time)
+    compile_layers = False      # True (inductor) or a torch.compile backend name: compile each transformer layer
 
 
 add_peft_config(ex)  # method options as top-level keys (`with peft=apt apt_rank=4`) + named configs peft_<method>

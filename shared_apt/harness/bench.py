@@ -2,6 +2,8 @@
 
     python -m shared_apt.bench --backbone vilt-b32 --methods all --batch 8 [--seq-len N] [--device cpu|cuda]
                                [--json PATH]
+    python -m shared_apt.bench --backbone vilt-b32 --methods apt --against official [--precision 32|bf16]
+                               [--recompute] [--json PATH]      (shared_apt.harness.bench_official)
 
 The backbone is built at real size with random weights (no checkpoint needed). For each round, methods are measured
 one after the other in the same order (interleaved, so machine drift hits all alike); each figure is the median over
@@ -246,9 +248,36 @@ def main(argv=None) -> int:
     ap.add_argument("--infer-reps", type=int, default=3,
                     help="inference calls per round; the round keeps the fastest (least disturbed) one")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--against", choices=["official"], default=None,
+                    help="official: APT of this project against the authors' model, same weights "
+                         "(shared_apt.harness.bench_official)")
+    ap.add_argument("--precision", default="32", choices=["32", "bf16", "16"],
+                    help="with --against: autocast precision of both models (16: fp16, GPU)")
+    ap.add_argument("--recompute", action="store_true",
+                    help="with --against: this project's layers recompute their activations in backward")
+    ap.add_argument("--attention", default="sdpa", choices=["sdpa", "explicit"],
+                    help="with --against: this project's attention_impl")
     add_method_arguments(ap)
     args = vars(ap.parse_args(argv))
     json_path = args.pop("json")
+    against = args.pop("against")
+    speed = {k: args.pop(k) for k in ("precision", "recompute", "attention")}
+    if against:
+        if args["methods"] != "apt" or args["reference_apt"] or args["compile"]:
+            ap.error("--against official compares APT only: --methods apt, without --reference-apt / --compile")
+        from .bench_official import measure_against_official, render as render_official
+
+        options = {dest: args.pop(dest) for dest in cli_options()}
+        for k in ("methods", "reference_apt", "compile"):
+            args.pop(k)
+        res = measure_against_official(**args, **speed, **{k: v for k, v in options.items() if v is not None})
+        print(render_official(res))
+        if json_path:
+            with open(json_path, "w") as f:
+                json.dump(res, f, indent=2)
+        return 0
+    if speed != {"precision": "32", "recompute": False, "attention": "sdpa"}:
+        ap.error("--precision, --recompute and --attention apply to --against official")
     try:
         parse_methods(args["methods"])
     except ConfigError as e:

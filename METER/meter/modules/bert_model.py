@@ -7,16 +7,22 @@ output projections, additive masks (0 = attend, -10000 = masked) of shape [B, 1,
 
 Tuning-method hooks (shared_apt.peft.sites): ``BertSelfAttention.peft_extra_kv`` appends extra key/value tokens (deep
 prompts) to the key/value input of the attention: the stream's own tokens in self-attention, the other stream's tokens
-in cross-attention; their additive mask is 0 (always attended)."""
+in cross-attention; their additive mask is 0 (always attended).
+
+``BertSelfAttention.attention_impl``: "sdpa" (default; ``F.scaled_dot_product_attention`` with the same additive
+mask, fp32 outputs within 1e-5 of upstream's math) or "explicit" (upstream's matmul / softmax / matmul)."""
 from __future__ import annotations
 
 import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from shared_apt.peft.sites import extra_kv_tokens, pad_key_mask
+
+from shared_apt.vl.speed import ATTENTION_IMPLS
 
 
 class BertSelfAttention(nn.Module):
@@ -30,6 +36,7 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(hidden_size, hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.peft_extra_kv = None
+        self.attention_impl = "sdpa"
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, L, _ = x.shape
@@ -48,11 +55,18 @@ class BertSelfAttention(nn.Module):
             v = torch.cat([v, self.value(extra).unsqueeze(0).expand(B, -1, -1)], dim=1)
             mask = pad_key_mask(mask, extra.shape[0], 0.0)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-        if mask is not None:
-            scores = scores + mask.to(scores.dtype)
-        probs = self.dropout(scores.softmax(dim=-1))
-        ctx = torch.matmul(probs, v)
+        if self.attention_impl == "sdpa":
+            ctx = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if mask is None else mask.to(q.dtype),
+                dropout_p=self.dropout.p if self.training else 0.0, scale=1.0 / math.sqrt(self.head_dim))
+        elif self.attention_impl == "explicit":
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            if mask is not None:
+                scores = scores + mask.to(scores.dtype)
+            probs = self.dropout(scores.softmax(dim=-1))
+            ctx = torch.matmul(probs, v)
+        else:
+            raise ValueError(f"attention_impl={self.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
         return ctx.transpose(1, 2).reshape(B, n, d)
 
 

@@ -17,6 +17,7 @@ from shared_apt.peft.sites import AttentionSite, BackboneSpec, LinearSlot, Seque
 from shared_apt.vl import official
 from shared_apt.vl.checkpoint import CheckpointError, load_state_dict_checked, state_dict_of
 from shared_apt.vl.heads import ITMHead, MLMHead, Pooler, classifier, init_weights
+from shared_apt.vl.speed import call_layer
 from shared_apt.vl.training import module as _training_module
 from shared_apt.vl.training import objectives as _shared_objectives
 from shared_apt.vl.training.module import VisionLanguageModule
@@ -457,6 +458,9 @@ class METERTransformerSS(VisionLanguageModule):
             x = out[0] if isinstance(out, (tuple, list)) else out
         return x
 
+    def speed_layers(self):
+        return list(self.cross_modal_text_layers) + list(self.cross_modal_image_layers)
+
     def fusion_layers(self, text_embeds, image_embeds, text_masks, image_masks):
         """The co-attention layers, both streams updated in parallel from the previous outputs. Shallow prompts
         (if installed) join both streams here. Returns (text stream, image stream, real-token slices)."""
@@ -464,8 +468,8 @@ class METERTransformerSS(VisionLanguageModule):
         y, image_masks, isl = self.cross_modal_image_input.add(image_embeds, image_masks)
         tmask, imask = extended_mask(text_masks, x.dtype), extended_mask(image_masks, y.dtype)
         for text_layer, image_layer in zip(self.cross_modal_text_layers, self.cross_modal_image_layers):
-            x1 = text_layer(x, y, tmask, imask)
-            y1 = image_layer(y, x, imask, tmask)
+            x1 = call_layer(text_layer, x, y, tmask, imask)
+            y1 = call_layer(image_layer, y, x, imask, tmask)
             x, y = x1, y1
         return x, y, tsl, isl
 

@@ -96,6 +96,9 @@ class ViLTransformerSS(VisionLanguageModule):
     def init_without_checkpoint(self, config: dict) -> None:
         self._load_vit_init(self.cfg("vit", config))
 
+    def speed_layers(self):
+        return list(self.transformer.blocks)
+
     def build_heads_after_load(self, config: dict) -> None:
         """Upstream creates the task heads after ``load_path`` is read: they always start fresh."""
         cfg = lambda k: self.cfg(k, config)  # noqa: E731

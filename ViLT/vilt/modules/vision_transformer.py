@@ -5,6 +5,10 @@ attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``) so official checkpoints load uncha
 (docs/backbones.md, ViLT): per-image bilinear (align_corners=True) resizing of the position grid, patch validity from
 the top-left pixel, valid patches first then padding patches, pre-LN blocks with eps 1e-6, exact GELU, -inf masking of
 padded keys, no attention-probability dropout.
+
+Attention runs through ``F.scaled_dot_product_attention`` (``attention_impl = "sdpa"``, the default: torch's fused
+kernels, fp32 outputs within 1e-5 of upstream's math) or upstream's explicit softmax(QK^T * scale) V
+(``attention_impl = "explicit"``); the padding mask is the same boolean key mask on both paths.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from shared_apt.peft.sites import extra_kv_tokens, pad_key_mask
+
+from shared_apt.vl.speed import ATTENTION_IMPLS, call_layer
 
 
 def trunc_normal_(tensor: torch.Tensor, std: float = 0.02) -> torch.Tensor:
@@ -52,7 +58,10 @@ class Attention(nn.Module):
 
     Accepts extra key/value tokens from ``shared_apt`` (``peft_extra_kv``): they are projected by the same frozen
     ``qkv`` once per call (not once per sample), their query rows are dropped, and they are valid keys for every
-    query. Without them this is exactly upstream's attention."""
+    query. Without them this is exactly upstream's attention.
+
+    ``attention_impl``: "sdpa" (F.scaled_dot_product_attention) or "explicit" (upstream's math, which also returns
+    the attention probabilities; the SDPA path returns None in their place)."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0):
@@ -66,6 +75,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.peft_extra_kv = None
+        self.attention_impl = "sdpa"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
         B, N, C = x.shape
@@ -77,12 +87,22 @@ class Attention(nn.Module):
         L = qkv.shape[1]
         qkv = qkv.reshape(B, L, 3, H, C // H).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0][:, :, :N], qkv[1], qkv[2]
-        attn = (q @ k.transpose(-2, -1)) * self.scale
         if mask is not None:
             mask = pad_key_mask(mask.bool(), L - N, True)
-            attn = attn.masked_fill(~mask[:, None, None, :], float("-inf"))
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(B, N, C)
+        if self.attention_impl == "sdpa":
+            x = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if mask is None else mask[:, None, None, :],
+                dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
+            attn = None
+        elif self.attention_impl == "explicit":
+            attn = (q @ k.transpose(-2, -1)) * self.scale
+            if mask is not None:
+                attn = attn.masked_fill(~mask[:, None, None, :], float("-inf"))
+            attn = self.attn_drop(attn.softmax(dim=-1))
+            x = attn @ v
+        else:
+            raise ValueError(f"attention_impl={self.attention_impl!r}: expected one of {ATTENTION_IMPLS}")
+        x = x.transpose(1, 2).reshape(B, N, C)
         x = self.proj_drop(self.proj(x))
         return x, attn
 
@@ -166,7 +186,7 @@ class VisionTransformer(nn.Module):
             else:
                 x, mask = torch.cat([extra, x], 1), torch.cat([ones, mask], 1)
         for blk in self.blocks:
-            x, _ = blk(x, mask=mask)
+            x, _ = call_layer(blk, x, mask)
         x = self.norm(x)
         if placement == "append":
             x = x[:, :n]

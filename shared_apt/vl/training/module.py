@@ -38,6 +38,7 @@ from shared_apt.vl import official
 from shared_apt.vl.checkpoint import load_checkpoint, state_dict_of
 from shared_apt.vl.data.datasets import is_empty_batch
 from shared_apt.vl.data.metrics import Accuracy, Scalar, VQAScore, compute_recall_at_k
+from shared_apt.vl.speed import apply_speed_options
 
 from . import objectives
 from .optim import set_schedule
@@ -188,7 +189,9 @@ class VisionLanguageModule(pl.LightningModule):
 
     # Keys this project adds to upstream's config; a model built from an upstream config dict gets these defaults.
     project_defaults: Dict[str, object] = {"peft": "full", "peft_options": {}, "trust_checkpoint": False,
-                                           "strict_load": True, "tuned_path": ""}
+                                           "strict_load": True, "tuned_path": "",
+                                           "attention_impl": "sdpa", "recompute_layers": False,
+                                           "compile_layers": False}
 
     def cfg(self, key: str, config: Optional[dict] = None):
         """``config[key]``, else the project default, else KeyError naming the key."""
@@ -211,7 +214,8 @@ class VisionLanguageModule(pl.LightningModule):
            evaluation brings its method's sizes and variant, shared_apt.vl.official);
         4. ``load_path`` again when ``test_only`` (a fine-tuned checkpoint holds the method's tensors too);
         5. ``tuned_path``: tuned weights written by shared_apt.save_tuned (method tensors + common trainable set);
-        6. the metrics of the executed tasks."""
+        6. the speed options ``attention_impl``, ``recompute_layers``, ``compile_layers`` (shared_apt.vl.speed);
+        7. the metrics of the executed tasks."""
         load_path, test_only = self.cfg("load_path", config), self.cfg("test_only", config)
         if not load_path:
             self.init_without_checkpoint(config)
@@ -230,7 +234,13 @@ class VisionLanguageModule(pl.LightningModule):
         tuned = self.cfg("tuned_path", config)
         if tuned:
             shared_apt.load_tuned(self, tuned)
+        apply_speed_options(self.speed_layers(), self, self.cfg("attention_impl", config),
+                            self.cfg("recompute_layers", config), self.cfg("compile_layers", config))
         self.setup_metrics()
+
+    def speed_layers(self) -> List[nn.Module]:
+        """The transformer layers the speed options act on (shared_apt.vl.speed), called through ``call_layer``."""
+        raise NotImplementedError(f"{type(self).__name__} must define speed_layers")
 
     def init_without_checkpoint(self, config: dict) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define init_without_checkpoint")

@@ -19,7 +19,8 @@ Differences from upstream (Lightning 1.1) that are deliberate:
   ``batch_size``);
 * the schedule's total steps are the real optimiser steps (see ``optim.set_schedule``);
 * ``accelerator="cpu"`` runs ``num_gpus`` CPU processes (gloo, forked) so DDP can be exercised without GPUs;
-  ``precision=16`` becomes 32 on CPU;
+  ``precision=16`` (mixed half precision) becomes bf16 mixed precision on a CPU where oneDNN multiplies bf16
+  matrices (AVX512 / AVX512-BF16 / AMX; fp16 autocast has no fast CPU kernels), 32 on other CPUs (with a warning);
 * checkpoints are written to a temporary file and renamed (a crash never leaves a truncated ``last.ckpt``);
 * the training loader is resumable: a run resumed from a mid-epoch checkpoint continues with the batches the
   interrupted run had not trained on yet, in the same order (and with the same per-batch random seeds when
@@ -211,11 +212,20 @@ def resolve_accelerator(config: Mapping[str, Any]) -> str:
     raise RunConfigError(f"accelerator={config.get('accelerator')!r}: expected 'auto', 'gpu' or 'cpu'")
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN multiplies bf16 matrices on this CPU (its own check: AVX512 core or newer)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def resolve_precision(precision, accelerator: str):
     p = str(precision).lower()
     if p in ("16", "16-mixed", "fp16"):
         if accelerator == "cpu":
-            log.warning("precision=%s on CPU: running in 32-bit (mixed fp16 needs a GPU)", precision)
+            if cpu_has_bf16():
+                log.info("precision=%s on CPU: bf16 mixed precision (the CPU's half-precision matrix products)",
+                         precision)
+                return "bf16-mixed"
+            log.warning("precision=%s on CPU: running in 32-bit (this CPU has no bf16 matrix products)", precision)
             return "32-true"
         return "16-mixed"
     if p in ("bf16", "bf16-mixed"):

@@ -1,0 +1,222 @@
+"""Speed options (shared_apt.vl.speed) on tiny ViLT and METER models with every tuning method: the SDPA attention
+equals upstream's explicit attention (outputs and gradients, padding masks, deep prompts' extra keys/values),
+recomputation gives the same gradients, every method trains a step under bf16 autocast and compiled."""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import shared_apt
+from shared_apt.peft.registry import method_names
+from shared_apt.vl.speed import apply_speed_options, set_attention_impl
+from tiny import meter_batch, meter_build, vilt_batch, vilt_config
+from vilt.modules import ViLTransformerSS
+
+METHODS = list(method_names())
+
+
+def _randomise(model, seed=11):
+    """Non-trivial method parameters (APT's W2, LoRA B, adapter up-projections are zero at initialisation)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in shared_apt.tuning_modules(model):
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def _options(method):
+    return {"num_prompts": 5} if method in ("apt", "deep_prompt", "shallow_prompt") else {}
+
+
+def _build(backbone, method, **cfg):
+    torch.manual_seed(0)
+    if backbone == "vilt":
+        model = ViLTransformerSS(vilt_config(peft=method, peft_options=_options(method), **cfg))
+    else:
+        model = meter_build(peft=method, peft_options=_options(method), **cfg)
+    _randomise(model)
+    return model
+
+
+def _batch(backbone, model):
+    return vilt_batch(model.hparams.config) if backbone == "vilt" else meter_batch()
+
+
+def _step(model, batch, autocast=None):
+    """Training-mode forward of the task head and backward; (output, {trainable name: grad})."""
+    model.train()
+    for p in model.parameters():
+        p.grad = None
+    torch.manual_seed(1)  # ViLT draws its patch order; dropout (where on) draws its masks
+    ctx = torch.autocast("cpu", dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with ctx:
+        out = model.vqa_classifier(model.infer(batch)["cls_feats"])
+    out.float().square().mean().backward()
+    return out.detach().float(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _assert_grads_close(a, b, rtol, atol):
+    assert a.keys() == b.keys() and any(g is not None for g in a.values())
+    for n in a:
+        assert (a[n] is None) == (b[n] is None), n  # (unused parameters, e.g. METER's CLIP text tower: None in both)
+        if a[n] is None:
+            continue
+        torch.testing.assert_close(a[n], b[n], rtol=rtol, atol=atol, msg=lambda m: f"{n}: {m}")
+
+
+def _count_sdpa(model, batch):
+    """How many calls of F.scaled_dot_product_attention one forward makes."""
+    calls = [0]
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    torch.nn.functional.scaled_dot_product_attention = counting
+    try:
+        with torch.no_grad():
+            torch.manual_seed(1)
+            model.eval().infer(batch)
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original
+    return calls[0]
+
+
+@pytest.mark.parametrize("backbone", ["vilt", "meter"])
+@pytest.mark.parametrize("method", METHODS)
+def test_sdpa_equals_explicit_attention_outputs_and_gradients(backbone, method):
+    model = _build(backbone, method)
+    batch = _batch(backbone, model)
+    assert (batch["text_masks"] == 0).any()  # padded text keys (ViLT: padded image patches too)
+    set_attention_impl(model, "explicit")
+    explicit_calls = _count_sdpa(model, batch)  # METER's CLIP and RoBERTa encoders call SDPA themselves
+    out_e, grads_e = _step(model, batch)
+    set_attention_impl(model, "sdpa")
+    # tiny ViLT: 2 blocks; tiny METER: 2 fusion layers x 2 streams x (self + cross)
+    assert _count_sdpa(model, batch) - explicit_calls == (2 if backbone == "vilt" else 8)
+    out_s, grads_s = _step(model, batch)
+    torch.testing.assert_close(out_s, out_e, rtol=0, atol=1e-5)
+    _assert_grads_close(grads_s, grads_e, rtol=1e-4, atol=1e-5)
+
+
+def test_sdpa_is_the_default_and_attention_impl_is_checked():
+    model = ViLTransformerSS(vilt_config())
+    assert all(b.attn.attention_impl == "sdpa" for b in model.transformer.blocks)
+    model = ViLTransformerSS(vilt_config(attention_impl="explicit"))
+    assert all(b.attn.attention_impl == "explicit" for b in model.transformer.blocks)
+    with pytest.raises(ValueError, match="attention_impl='flash'.*sdpa"):
+        ViLTransformerSS(vilt_config(attention_impl="flash"))
+    with pytest.raises(ValueError, match="compile_layers='nope'"):
+        ViLTransformerSS(vilt_config(compile_layers="nope"))
+
+
+@pytest.mark.parametrize("backbone", ["vilt", "meter"])
+@pytest.mark.parametrize("method", ["apt", "deep_prompt", "lora"])
+def test_recomputation_gives_the_same_gradients_with_dropout(backbone, method):
+    model = _build(backbone, method, drop_rate=0.1)
+    batch = _batch(backbone, model)
+    out_a, grads_a = _step(model, batch)
+    apply_speed_options(model.speed_layers(), model, recompute_layers=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out_b, grads_b = _step(model, batch)
+    torch.testing.assert_close(out_b, out_a, rtol=0, atol=0)
+    _assert_grads_close(grads_b, grads_a, rtol=1e-6, atol=1e-7)
+    apply_speed_options(model.speed_layers(), model, recompute_layers=False)
+    saved_plain = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved_plain.append(t.numel()) or t, lambda t: t):
+        _step(model, batch)
+    assert sum(saved) < sum(saved_plain)  # the layers' activations are not kept
+
+
+@pytest.mark.parametrize("backbone", ["vilt", "meter"])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_a_step_under_bf16_autocast(backbone, method):
+    model = _build(backbone, method)
+    batch = _batch(backbone, model)
+    out32, grads32 = _step(model, batch)
+    out16, grads16 = _step(model, batch, autocast=torch.bfloat16)
+    assert torch.isfinite(out16).all()
+    torch.testing.assert_close(out16, out32, rtol=0.05, atol=0.05)
+    assert grads16.keys() == grads32.keys()
+    names = [n for n, g in grads32.items() if g is not None]
+    assert names and all(grads16[n] is not None for n in names)
+    for n in names:
+        assert grads16[n].dtype == torch.float32 and torch.isfinite(grads16[n]).all(), n
+    g16 = torch.cat([grads16[n].flatten() for n in names])
+    g32 = torch.cat([grads32[n].flatten() for n in names])
+    assert (g16 - g32).norm() <= 0.05 * g32.norm()
+
+
+# one method per family: full fine-tuning, tokens (prompts), reparametrisation (LoRA), inserted modules (adapter),
+# APT; compiled with the aot_eager backend (Dynamo graph capture and AOTAutograd as with inductor, without inductor's
+# C++ code generation, which takes minutes on a small CPU)
+@pytest.mark.parametrize("method", ["full", "deep_prompt", "lora", "adapter", "apt"])
+def test_compiled_layers_train_a_step_with_each_method_family(method):
+    from torch._dynamo.utils import counters
+
+    model = _build("vilt", method)
+    batch = _batch("vilt", model)
+    out_e, grads_e = _step(model, batch)
+    torch._dynamo.reset()
+    counters.clear()
+    model = _build("vilt", method, compile_layers="aot_eager")
+    out_c, grads_c = _step(model, batch)
+    # both blocks share one graph (same code, guards on the block), the method's hooks inside it, no graph break
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"], dict(counters["graph_break"])
+    torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5)
+    _assert_grads_close(grads_c, grads_e, rtol=1e-4, atol=1e-5)
+
+
+def test_precision_16_on_cpu_is_bf16_mixed_where_the_cpu_has_bf16(monkeypatch):
+    from shared_apt.vl.training import run
+
+    monkeypatch.setattr(run, "cpu_has_bf16", lambda: True)
+    assert run.resolve_precision(16, "cpu") == "bf16-mixed"
+    assert run.resolve_precision(16, "gpu") == "16-mixed"
+    assert run.resolve_precision("bf16", "gpu") == "bf16-mixed"
+    assert run.resolve_precision(32, "cpu") == "32-true"
+    monkeypatch.setattr(run, "cpu_has_bf16", lambda: False)
+    assert run.resolve_precision(16, "cpu") == "32-true"
+
+
+@pytest.mark.parametrize("backbone,precision", [("vilt-b32", "32"), ("meter-b", "bf16")])
+def test_bench_against_official_json_has_every_field(tmp_path, backbone, precision):
+    import json
+
+    from shared_apt.bench import main
+
+    out = tmp_path / "res.json"
+    assert main(["--backbone", backbone, "--methods", "apt", "--against", "official", "--size", "tiny",
+                 "--rounds", "1", "--infer-reps", "1", "--batch", "2", "--seq-len", "48", "--precision", precision,
+                 "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["against_official"]
+    for key in ("train_step_ratio", "infer_ratio", "peak_mem_ratio", "max_abs_diff"):
+        assert isinstance(res[key], float) and res[key] >= 0, key
+    assert res["precision"] == precision and res["device"] == "cpu"
+    assert res["max_abs_diff"] <= (1e-5 if precision == "32" else 0.1)
+    assert res["project"]["peak_mem_mb"] > 0 and res["official"]["peak_mem_mb"] > 0
+
+
+def test_authors_model_equals_the_project_model_and_sees_the_apt_parameters():
+    """The authors' layers filled through the official converter give the project's outputs (padding in the
+    batch), and a change of one APT tensor in the project model alone makes them differ."""
+    from shared_apt.harness import authors
+    from shared_apt.harness.backbones import get_backbone
+
+    bb = get_backbone("vilt-b32")
+    torch.manual_seed(0)
+    model = bb.build("apt", device="cpu", size="tiny")
+    _randomise(model)
+    theirs = authors.build_like(model)
+    authors.load_from_project(theirs, model)
+    x, mask = bb.tokens(model, 20, 2, device="cpu")
+    mask[0, 12:] = 0
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(bb.run_tokens(model, x, mask), theirs.run_tokens(x, mask), rtol=0, atol=1e-5)
+        model.transformer.blocks[1].attn.peft_apt.w2.mul_(2.0)
+        assert (bb.run_tokens(model, x, mask) - theirs.run_tokens(x, mask)).abs().max() > 1e-3
