@@ -9,15 +9,19 @@ a tiny latent diffusion model, on the CPU in minutes.
 2. The subject: a circle painted with red and yellow horizontal stripes, a pattern the world never uses; 4 images,
    identifier "sks", class noun "circle".
 3. DreamBooth with APT on the UNet (p, r = 22, 4: 15,368 parameters, budget-matched to LoRA r 4's 15,360 at these
-   widths), with APT on the UNet and the text encoder ("apt_text": APT's side path reads only the query-side hidden
-   states, so on the UNet alone it cannot see which prompt token is the identifier; on the text encoder it can), and
-   with the LoRA baseline; same data, class images, steps and seeds (``sd_apt.dreambooth``); learning rates
-   ``--apt-lr`` and ``--lr`` (both 1e-3 by default).
+   widths), with APT on the UNet's cross-attention and the text encoder ("apt_text", p 40: 15,366 parameters), with
+   the LoRA baseline, and (``--control 1``) with the project's LoRA on self-attention only ("lora_attn1"); same data,
+   class images, steps and seeds (``sd_apt.dreambooth``); learning rates ``--apt-lr`` and ``--lr`` (both 1e-3).
+   Why apt_text: APT's side path reads only the query-side hidden states (the latent tokens), so on the UNet alone
+   it never reads the prompt and cannot tell "a photo of a sks circle" from the class prompt that prior preservation
+   holds fixed; it fits the subject's denoising as well as LoRA does, but as a change for every prompt. On the text
+   encoder the identifier is one of the tokens it reads. lora_attn1 is the control: LoRA limited to what APT on the
+   UNet reads behaves like it. The identifier gap (``identifier_gap``) measures this directly.
 4. Samples of the untuned model, APT and LoRA for the same prompts and seeds; a grid (prompts x methods); DINO /
-   CLIP-I / CLIP-T with tiny random encoders (they only exercise the metric code) and two image-space fidelity
-   measures against the subject images: colour-histogram distance of the foreground (pixels assigned to the nearest
-   of the world's four colours; total variation, 0 = same colours, 1 = disjoint) and shape-mask IoU, averaged over
-   the samples of the subject prompt.
+   CLIP-I / CLIP-T with tiny random encoders (they only exercise the metric code), the identifier gap, and two
+   image-space fidelity measures against the subject images: colour-histogram distance of the foreground (pixels
+   assigned to the nearest of the world's four colours; total variation, 0 = same colours, 1 = disjoint) and
+   shape-mask IoU, averaged over the samples of the subject prompt.
 
     python -m sd_apt.demo --cache ~/.cache/apt_vl_demo/sd [--out DIR] [--fresh]
     python -m sd_apt.demo --cache DIR --prepare     # only step 1-2; prints DEMO_MODEL_DIR=... for the scripts
@@ -121,6 +125,30 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     ma, mb = foreground(a), foreground(b)
     union = (ma | mb).sum()
     return float((ma & mb).sum() / union) if union else 1.0
+
+
+@torch.no_grad()
+def identifier_gap(pipe, subject: list, instance_prompt: str, class_prompt: str, repeats: int = 16,
+                   t_min: int = 500, seed: int = 123) -> float:
+    """Does the model key on the identifier? The denoising loss (epsilon MSE) of the subject images, each noised at
+    ``repeats`` fixed (timestep, noise) draws with timesteps in [t_min, T) (the noise levels at which the colours and
+    the layout of a sample are decided), with the class prompt divided by the same loss with the instance prompt,
+    minus 1 (in %). About 0 when the identifier makes no difference to how the model denoises the subject; > 0
+    when the model denoises the subject better when told "sks"."""
+    from .dreambooth import image_tensor, tokenize
+
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.stack([image_tensor(im, IMAGE, True) for im in subject])
+    latents = pipe.vae.encode(pixels).latent_dist.mean.repeat(repeats, 1, 1, 1) * pipe.vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=g)
+    steps = torch.randint(t_min, pipe.scheduler.config.num_train_timesteps, (len(latents),), generator=g)
+    noisy = tiny.scheduler().add_noise(latents, noise, steps)
+
+    def loss(prompt: str) -> float:
+        states = pipe.text_encoder(tokenize(pipe.tokenizer, prompt)[None].repeat(len(latents), 1))[0]
+        return F.mse_loss(pipe.unet(noisy, steps, states).sample, noise).item()
+
+    return 100.0 * (loss(class_prompt) / loss(instance_prompt) - 1.0)
 
 
 def image_fidelity(generated: list, subject: list) -> dict:
@@ -235,10 +263,12 @@ def run(args) -> dict:
     timings = {"pretrain_s": round(time.time() - t_start, 1)}
     methods = {
         "apt": MethodConfig("apt", num_prompts=args.apt_prompts, rank=args.rank, gate=args.gate),
-        "apt_text": MethodConfig("apt", num_prompts=args.apt_prompts, rank=args.rank, gate=args.gate,
-                                 text_encoder=True),
+        "apt_text": MethodConfig("apt", num_prompts=args.apt_text_prompts, rank=args.rank, gate=args.gate,
+                                 attention=args.apt_text_attention, text_encoder=True),
         "lora": MethodConfig("lora", rank=args.rank),
     }
+    if args.control:  # LoRA restricted to what APT on the UNet reads: self-attention only, no text-side projection
+        methods["lora_attn1"] = MethodConfig("project_lora", rank=args.rank, attention="attn1")
     runs = {"untuned": ""}
     for name, method in methods.items():
         t0 = time.time()
@@ -270,7 +300,11 @@ def run(args) -> dict:
         generated, prompts = read_samples(folder)
         metrics = dreambooth_metrics(generated, prompts, subject, dino, clip, IDENTIFIER, True)
         subject_samples = [g for g, p in zip(generated, prompts) if p == PROMPTS[0]]
-        metrics.update(image_fidelity(subject_samples, subject), tuned_params=trainable)
+        other = [g for g, p in zip(generated, prompts) if p == PROMPTS[1]]  # the identifier on another shape
+        metrics.update(image_fidelity(subject_samples, subject), tuned_params=trainable,
+                       colour_hist_distance_other=image_fidelity(other, subject)["colour_hist_distance"],
+                       identifier_gap=identifier_gap(pipe, subject, f"a photo of a {IDENTIFIER} {CLASS_NOUN}",
+                                                     f"a photo of a {CLASS_NOUN}"))
         results[name] = metrics
     rows = [[os.path.join(out, "samples", name, f"p{i:02d}_{j}.png") for name in runs for j in range(args.num_images)]
             for i in range(len(PROMPTS))]
@@ -290,14 +324,19 @@ def run(args) -> dict:
 
 
 def render(results: dict) -> str:
-    lines = ["| model | tuned params | colour-hist distance (lower = closer) | shape-mask IoU | DINO* | CLIP-I* | "
-             "CLIP-T* |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | tuned params | colour-hist distance (lower = closer) | shape-mask IoU | colour distance, "
+             "\"" + PROMPTS[1] + "\" | identifier gap % | DINO* | CLIP-I* | CLIP-T* |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, m in results.items():
         lines.append(f"| {name} | {m['tuned_params']:,} | {m['colour_hist_distance']:.3f} | {m['mask_iou']:.3f} | "
-                     f"{m['dino']:.3f} | {m['clip_i']:.3f} | {m['clip_t']:.3f} |")
+                     f"{m['colour_hist_distance_other']:.3f} | "
+                     f"{m['identifier_gap']:+.1f} | {m['dino']:.3f} | {m['clip_i']:.3f} | {m['clip_t']:.3f} |")
     lines.append("")
-    lines.append("Image-space columns: samples of \"" + PROMPTS[0] + "\" against the 4 subject images. "
-                 "*tiny random encoders (no DINO / CLIP weights offline): they exercise the metric code only.")
+    lines.append("Image-space columns: samples of \"" + PROMPTS[0] + "\" (and, for the second colour distance, of "
+                 "\"" + PROMPTS[1] + "\") against the 4 subject images. Identifier "
+                 "gap: the subject images' denoising loss (timesteps 500-999) with \"a photo of a " + CLASS_NOUN + "\" "
+                 "over the loss with the instance prompt, minus 1 (~0 = the model ignores \"" + IDENTIFIER + "\"). *tiny random encoders "
+                 "(no DINO / CLIP weights offline): they exercise the metric code only.")
     return "\n".join(lines)
 
 
@@ -315,7 +354,14 @@ def main(argv=None) -> int:
     ap.add_argument("--apt-lr", type=float, default=1e-3,
                     help="DreamBooth learning rate of APT (its side path scales with the cube of the prompts' size, "
                          "which start at std 0.02)")
-    ap.add_argument("--apt-prompts", type=int, default=22, help="APT p (22: budget-matched to LoRA r 4 here)")
+    ap.add_argument("--apt-prompts", type=int, default=22, help="APT p on the UNet (22: budget-matched to LoRA r 4 "
+                    "here)")
+    ap.add_argument("--apt-text-prompts", type=int, default=40,
+                    help="APT p of the apt_text run (40: attn2 + text encoder budget-matched to LoRA r 4 here)")
+    ap.add_argument("--apt-text-attention", default="attn2", choices=["attn1", "attn2", "both"],
+                    help="UNet attention sites of the apt_text run")
+    ap.add_argument("--control", type=int, default=1, choices=[0, 1],
+                    help="1: also run the control lora_attn1 (the project's LoRA on self-attention only)")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--gate", action="store_true", help="APT zero-start gate")
     ap.add_argument("--class-images", type=int, default=16)

@@ -124,3 +124,19 @@ def test_demo_subject_is_a_pattern_the_world_never_draws():
         assert len(fg) == 1 and caption.split()[-1] in ("circle", "square", "triangle")
     for im in subject_images():
         assert colours(im) & palette == {COLORS["red"], COLORS["yellow"]}
+
+
+def test_identifier_gap_zero_for_same_prompt_and_reciprocal_when_swapped():
+    """The gap is loss(class prompt) / loss(instance prompt) - 1 on fixed noise: 0 for one prompt twice, and swapping
+    the prompts gives the reciprocal ratio (same noise and timesteps on both sides)."""
+    from sd_apt import tiny
+    from sd_apt.demo import IMAGE, identifier_gap, subject_images, vocabulary
+
+    pipe = tiny.pipeline(vocabulary(), image_size=IMAGE)
+    subject = subject_images(2)
+    a, b = "a photo of a sks circle", "a photo of a red square"
+    assert identifier_gap(pipe, subject, a, a, repeats=2) == 0.0
+    g_ab = identifier_gap(pipe, subject, a, b, repeats=2)
+    g_ba = identifier_gap(pipe, subject, b, a, repeats=2)
+    assert g_ab != 0.0
+    assert (1 + g_ab / 100) * (1 + g_ba / 100) == pytest.approx(1.0, rel=1e-6)
