@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError, PeftConfig
-from .methods import ATTACH, LoRAModule, TuningModule
+from .methods import ATTACH, OPTION_METHODS, LoRAModule, TuningModule
 from .sites import backbone_spec
 
 WEIGHTS_NAME = "tuned.safetensors"
@@ -48,8 +48,8 @@ def apply(model: nn.Module, method: str | PeftConfig = "apt", **options) -> nn.M
       token);
     * any other method: the common set plus the method's own parameters; everything else is frozen.
     Returns the model (modified in place)."""
-    config = method if isinstance(method, PeftConfig) else PeftConfig.from_kwargs(method, **options)
-    if isinstance(method, PeftConfig) and options:
+    config = method if not isinstance(method, str) else make_config(method, **options)
+    if not isinstance(method, str) and options:
         raise ConfigError("pass options either inside the PeftConfig or as keywords, not both")
     if peft_config(model) is not None:
         raise RuntimeError(f"a tuning method ({peft_config(model).method}) is already applied to this model")
@@ -65,6 +65,21 @@ def apply(model: nn.Module, method: str | PeftConfig = "apt", **options) -> nn.M
     state.update(config=config, modules=modules, signature=dict(spec.signature))
     set_trainable(model)
     return model
+
+
+def make_config(method: str, **options):
+    """The options object of ``method``: its own dataclass for the methods in ``OPTION_METHODS``, else PeftConfig."""
+    if method in OPTION_METHODS:
+        return OPTION_METHODS[method][0].from_kwargs(**options)
+    return PeftConfig.from_kwargs(method, **options)
+
+
+def config_from_dict(d: dict):
+    """Inverse of ``config.to_dict()`` (the ``peft`` entry of a tuned-weights JSON)."""
+    method = d.get("method")
+    if method in OPTION_METHODS:
+        return OPTION_METHODS[method][0].from_dict(d)
+    return PeftConfig.from_dict(d)
 
 
 def common_trainable_names(model: nn.Module) -> list:
@@ -90,7 +105,7 @@ def set_trainable(model: nn.Module) -> None:
     train = set(common_trainable_names(model)) | set(method_parameter_names(model))
     train = {n for n in train if not (never and n.startswith(never))}
     frozen_by_method = {id(p) for m in tuning_modules(model) for n, p in m.named_parameters()
-                        if n == "log_scale" and not config.apt_train_scale}
+                        if n == "log_scale" and not getattr(config, "apt_train_scale", True)}
     for n, p in model.named_parameters():
         p.requires_grad_(n in train and id(p) not in frozen_by_method)
 
@@ -204,7 +219,7 @@ def load_tuned(model: nn.Module, path: str) -> nn.Module:
     from safetensors.torch import load_file
 
     meta = read_tuned_config(path)
-    saved_cfg = PeftConfig.from_dict(meta["peft"])
+    saved_cfg = config_from_dict(meta["peft"])
     if peft_config(model) is None:
         apply(model, saved_cfg)
     current_cfg = peft_config(model)
