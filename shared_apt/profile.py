@@ -20,7 +20,7 @@ from . import api, paper
 from .config import METHODS
 from .flops import count_macs
 
-BACKBONES = {"vilt-b32": "vilt.profiling", "meter-b": "meter.profiling"}
+BACKBONES = {"vilt-b32": "vilt.profiling", "meter-b": "meter.profiling", "clip-vit-b16": "clip_apt.profiling"}
 
 
 @dataclass
@@ -140,10 +140,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seq-len", type=int, default=None, help="tokens n (default: the length the paper implies)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     args = ap.parse_args(argv)
-    methods = list(METHODS) if args.method == "all" else [m.strip() for m in args.method.split(",")]
-    bad = [m for m in methods if m not in METHODS]
+    bb = load_backbone(args.backbone)
+    known = getattr(bb, "METHODS", METHODS)  # a backbone with its own method set (CLIP) prints its own table
+    methods = list(known) if args.method == "all" else [m.strip() for m in args.method.split(",")]
+    bad = [m for m in methods if m not in known]
     if bad:
-        ap.error(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        ap.error(f"unknown method(s) {bad}; choose from {', '.join(known)}")
+    if hasattr(bb, "main"):
+        return bb.main(methods, args.json)
     rows, info = profile(args.backbone, methods, args.seq_len, num_prompts=args.num_prompts, rank=args.rank,
                          apt_variant=args.apt_variant)
     print(render(rows, info))
