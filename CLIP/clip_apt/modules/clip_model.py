@@ -166,13 +166,15 @@ def _clip_class():
                                 image_features: Optional[torch.Tensor] = None) -> torch.Tensor:
             """Normalised text features of the classes: [K, D], or [B, K, D] when an installed prompt learner makes
             prompts per image (CoCoOp). Without a prompt learner, the hard prompt ``template.format(name)`` (each
-            ``_`` of a name read as a space). In eval mode, image-independent features are computed once per class
-            list (the cache is dropped by ``train()`` and when a method is installed)."""
+            ``_`` of a name read as a space). In eval mode without gradients, image-independent features are computed
+            once per class list (the cache is dropped by ``train()`` and when a method is installed)."""
             key = (tuple(classnames), template)
-            if not self.training and self._text_cache is not None and self._text_cache[0] == key:
+            caching = not self.training and not torch.is_grad_enabled()
+            if caching and self._text_cache is not None and self._text_cache[0] == key:
                 return self._text_cache[1]
             if self._text_provider is None:
-                ids = tokenize([template.format(c.replace("_", " ")) for c in classnames]).to(self.attn_mask.device)
+                ids = tokenize([template.format(c.replace("_", " ")) for c in classnames],
+                               self.context_length).to(self.attn_mask.device)
                 feats = self.encode_text(ids, normalize=True)
             else:
                 embeds, eot = self._text_provider(list(classnames), image_features)
@@ -181,7 +183,7 @@ def _clip_class():
                     feats = self.encode_text_embeddings(embeds.flatten(0, 1), eot.repeat(b), normalize=True)
                     return feats.reshape(b, k, -1)
                 feats = self.encode_text_embeddings(embeds, eot, normalize=True)
-            if not self.training:
+            if caching:
                 self._text_cache = (key, feats)
             return feats
 
@@ -217,7 +219,8 @@ def _clip_class():
                         v=LinearSlot(a.in_proj, slice(2 * d, 3 * d)), install_extra_kv=attribute_setter(a),
                         kv_norm=blk.ln_1, ffn_out=blk.mlp.c_proj, kind="self"))
             text = TextPromptSite(
-                name="text", dim=self.transformer.width, host=self, embed=self.token_embedding, tokenize=tokenize,
+                name="text", dim=self.transformer.width, host=self, embed=self.token_embedding,
+                tokenize=lambda texts: tokenize(texts, self.context_length),
                 install=self.install_text_prompts, blocks=list(self.transformer.resblocks),
                 context_length=self.context_length)
             visual = VisualPromptSite(
