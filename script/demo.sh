@@ -3,6 +3,8 @@
 # fine-tune it on the demo VQA with every tuning method from that checkpoint, and print one table
 #   method | updated params | additional GFLOPs | VQA score | training time (s)
 # also written as JSON and PNG. About 6-9 minutes on a 2-core CPU; fresh clones run script/setup.sh first.
+# MODEL=clip: a tiny CLIP pre-trained on the shapes world's captions, every prompt-learning method on base-to-new
+# 16-shot (python -m clip_apt.demo; table method | params | GFLOPs | base | new | H).
 # Extra arguments go to `python -m shared_apt.experiments.demo` (e.g. --methods full,apt --no-progress --fresh).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,7 +16,14 @@ echo "[demo] set-up (bash script/setup.sh: creates/updates .venv only when neede
 bash "$ROOT/script/setup.sh"
 case "$MODEL" in
   vilt|meter) ;;
-  *) echo "error: MODEL=$MODEL; expected vilt or meter" >&2; exit 2 ;;
+  clip)
+    cd "$ROOT"
+    export PYTHONPATH="$ROOT/CLIP${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
+    CLIP_ARGS=(--cache "$DEMO_CACHE")
+    [ -n "$OUT" ] && CLIP_ARGS+=(--out "$OUT")
+    exec "$ROOT/.venv/bin/python" -m clip_apt.demo "${CLIP_ARGS[@]}" "$@" ;;
+  *) echo "error: MODEL=$MODEL; expected vilt, meter or clip" >&2; exit 2 ;;
 esac
 ARGS=(--model "$MODEL" --cache "$DEMO_CACHE")
 [ -n "$OUT" ] && ARGS+=(--out "$OUT")
