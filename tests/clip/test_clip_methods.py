@@ -196,3 +196,36 @@ def test_context_transfers_to_new_classes_but_class_specific_refuses():
         shared_apt.apply(tiny_clip()[0], "coop", class_specific=True)
     with pytest.raises(shared_apt.config.ConfigError, match="unknown coop option"):
         shared_apt.apply(tiny_clip()[0], "coop", n_prompts=3)
+
+
+def test_upt_deep_replaces_text_and_visual_slots_before_every_layer():
+    model, _ = tiny_clip()
+    plain, _ = tiny_clip()
+    shared_apt.apply(model, "upt_deep")
+    mod = shared_apt.tuning_modules(model)[0]
+    model.eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        mod.uni_ctx.normal_()
+        u = mod.generate()  # [layers, 8, d]
+        ids = clip_tokenize([f"a photo of a {n.replace('_', ' ')}." for n in NAMES])
+        x = plain.token_embedding(ids)
+        x[:, 1:5] = u[0, :4]
+        x = x + plain.positional_embedding
+        for i, blk in enumerate(plain.transformer.resblocks):
+            if i:
+                x[:, 1:5] = u[i, :4]
+            x = blk(x, attn_mask=plain.attn_mask)
+        txt = F.normalize(plain.ln_final(x)[torch.arange(3), ids.argmax(-1)] @ plain.text_projection, dim=-1)
+        vis = mod.mlp(u[:, 4:])
+        v = plain.visual
+        y = v.ln_pre(_image_tokens(plain, images))
+        y = torch.cat([y[:, :1], vis[0].expand(2, -1, -1), y[:, 1:]], dim=1)
+        for i, blk in enumerate(v.transformer.resblocks):
+            if i:
+                y = torch.cat([y[:, :1], vis[i].expand(2, -1, -1), y[:, 5:]], dim=1)
+            y = blk(y)
+        img = F.normalize(_pool(plain, y), dim=-1)
+        assert torch.allclose(model.classify(images, NAMES), model.logit_scale.exp() * img @ txt.t(), atol=1e-4)
+        # hard prompts through the same text encoder are untouched by the deep text slots
+        assert torch.allclose(model.encode_text(ids), plain.encode_text(ids), atol=1e-6)
