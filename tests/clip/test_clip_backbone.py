@@ -33,6 +33,19 @@ def test_state_dict_round_trip_and_features_equal_open_clip(tmp_path):
         assert torch.allclose(logits, want, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_torchscript_archive_loads(tmp_path):
+    import clip_apt
+
+    ref = open_clip_reference(2)
+    ids = clip_apt.tokenize(["a red circle.", "Two DOGS!"])
+    archive = torch.jit.trace_module(ref, {"encode_text": (ids,)}, check_trace=False)
+    torch.jit.save(archive, str(tmp_path / "tiny.pt"))
+    model = clip_apt.load_clip(str(tmp_path / "tiny.pt"), text_heads=4, vision_heads=4)
+    with torch.no_grad():
+        assert torch.allclose(model.encode_text(ids), ref.encode_text(ids), atol=1e-5)
+
+
 def test_load_clip_errors(tmp_path):
     import clip_apt
 

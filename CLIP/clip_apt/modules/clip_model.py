@@ -28,7 +28,8 @@ from shared_apt.sites import (AttentionSite, BackboneSpec, LinearSlot, PromptSit
 from .tokenizer import tokenize
 
 TOWERS = ("text", "vision")
-JIT_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
+JIT_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")  # scalars of OpenAI's TorchScript archive
+BUILT_KEYS = ("attn_mask",)  # the causal mask is built, not loaded (open_clip archives may carry it)
 
 # Geometry of OpenAI's ViT-B/16 (profile and exact parameter counts are computed at these shapes).
 VIT_B16 = dict(embed_dim=512, image_size=224, patch_size=16, vision_width=768, vision_layers=12, vision_heads=12,
@@ -315,7 +316,7 @@ def load_clip(path_or_state_dict, text_heads: Optional[int] = None, vision_heads
     sd = _read_state_dict(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) \
         else dict(path_or_state_dict)
     sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-    for k in JIT_ONLY_KEYS:
+    for k in JIT_ONLY_KEYS + BUILT_KEYS:
         sd.pop(k, None)
     model = build_clip(infer_geometry(sd, text_heads, vision_heads), towers)
     result = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
