@@ -24,6 +24,7 @@ def config():
     num_shots = 16                 # K shots per class (< 1: all)
     protocol = "base2new"          # base2new: train on base, test base and new; all: train and test on every class
     image_size = 224
+    crop_min_scale = 0.08          # RandomResizedCrop scale (crop_min_scale, 1); CoOp: 0.08
     batch_size = 32
     test_batch_size = 100
     max_epochs = 10

@@ -1,11 +1,12 @@
-"""The CLIP demo world: one coloured shape per image (the shapes world of ``shared_apt.data.demo_world``), written in
-CoOp's layout (``images/<class>/<n>.png`` + ``split_zhou_ShapesWorld.json``), plus a caption pool for pre-training a
-tiny CLIP contrastively.
+"""The CLIP demo world (shapes of ``shared_apt.data.demo_world``), written in CoOp's layout (``images/<class>/<n>.png``
++ ``split_zhou_ShapesWorld.json``), plus a caption pool for pre-training a tiny CLIP contrastively.
 
-Classes are colour x shape (12). Their label order puts every colour and every shape in both halves of the
-base-to-new split, while no base class is a new class, so new classes can only be recognised by composing words the
-model has seen. Pre-training captions use varied templates, never "a photo of a {}.", so the evaluation template is
-not the pre-training one and learned context has something to win."""
+Every image shows a large shape (its class: colour x shape, 12 classes) and a small distractor of another colour
+and shape. Captions name one or both shapes with varied templates, never "a photo of a {}.", so a hand-written
+prompt is ambiguous between the two shapes and not the pre-training wording: learned context and visual prompts have
+something to win (attend to the large shape). The label order puts every colour and every shape in both halves of
+the base-to-new split while no base class is a new class, so new classes are recognised only by composing words the
+model has seen."""
 from __future__ import annotations
 
 import json
@@ -13,26 +14,35 @@ import os
 import random
 from typing import List
 
-from shared_apt.data.demo_world import COLORS, POSITIONS, QUADRANT_CENTERS, SHAPES, SIZES, SceneObject, render_scene
+from shared_apt.data.demo_world import COLORS, POSITIONS, QUADRANT_CENTERS, SHAPES, SceneObject, render_scene
 
 # base (labels 0-5) and new (6-11): every colour and shape appears in both halves
 CLASSES = ["red circle", "green square", "blue triangle", "yellow circle", "red square", "green triangle",
            "blue circle", "yellow square", "red triangle", "green circle", "blue square", "yellow triangle"]
-CAPTION_TEMPLATES = ["a {size} {color} {shape}.", "there is a {color} {shape} in the {position}.",
-                     "{color} {shape}", "an image with a {size} {color} {shape}", "the {shape} is {color}.",
-                     "a {color} {shape} at the {position}", "one {color} {shape} on a plain background"]
+CAPTION_TEMPLATES = ["a large {color} {shape} and a small {color2} {shape2}.",
+                     "a small {color2} {shape2} next to a large {color} {shape}",
+                     "there is a big {color} {shape} in the {position}.", "{color} {shape}",
+                     "the large shape is a {color} {shape}", "a {color} {shape} with a tiny {color2} {shape2}"]
 SPLIT_FILE = "split_zhou_ShapesWorld.json"
 
 
-def _object(rng: random.Random, color: str, shape: str) -> SceneObject:
-    position = rng.choice(POSITIONS)
+def _object(rng: random.Random, color: str, shape: str, size: str, position: str) -> SceneObject:
     x, y = QUADRANT_CENTERS[position]
-    return SceneObject(shape=shape, color=color, size=rng.choice(SIZES), position=position,
+    return SceneObject(shape=shape, color=color, size=size, position=position,
                        cx=round(x + rng.uniform(-0.04, 0.04), 4), cy=round(y + rng.uniform(-0.04, 0.04), 4))
 
 
-def caption(rng: random.Random, o: SceneObject) -> str:
-    return rng.choice(CAPTION_TEMPLATES).format(size=o.size, color=o.color, shape=o.shape, position=o.position)
+def scene(rng: random.Random, color: str, shape: str) -> tuple:
+    """The large class shape and a small distractor of another colour and shape, in two quadrants."""
+    p1, p2 = rng.sample(POSITIONS, 2)
+    color2 = rng.choice([c for c in COLORS if c != color])
+    shape2 = rng.choice([s for s in SHAPES if s != shape])
+    return _object(rng, color, shape, "large", p1), _object(rng, color2, shape2, "small", p2)
+
+
+def caption(rng: random.Random, big: SceneObject, small: SceneObject) -> str:
+    return rng.choice(CAPTION_TEMPLATES).format(color=big.color, shape=big.shape, position=big.position,
+                                                color2=small.color, shape2=small.shape)
 
 
 def make_world(out: str, per_class=(24, 8, 30), pretrain_per_class: int = 60, image_size: int = 48,
@@ -53,11 +63,11 @@ def make_world(out: str, per_class=(24, 8, 30), pretrain_per_class: int = 60, im
         counts = dict(zip(("train", "val", "test"), per_class), pretrain=pretrain_per_class)
         for part, n in counts.items():
             for i in range(n):
-                o = _object(rng, color, shape)
+                objects = scene(rng, color, shape)
                 rel = f"{name.replace(' ', '_')}/{part}_{i:04d}.png"
-                render_scene((o,), image_size).save(os.path.join(out, "images", rel))
+                render_scene(objects, image_size).save(os.path.join(out, "images", rel))
                 if part == "pretrain":
-                    captions.append([rel, caption(rng, o)])
+                    captions.append([rel, caption(rng, *objects)])
                 else:
                     split[part].append([rel, label, name])
     with open(os.path.join(out, SPLIT_FILE), "w") as f:

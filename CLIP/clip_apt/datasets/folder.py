@@ -101,11 +101,11 @@ def subsample_classes(splits: Dict[str, List[SplitItem]], subsample: str = "all"
             for name, items in splits.items()}
 
 
-def train_transform(size: int = 224):
+def train_transform(size: int = 224, min_scale: float = 0.08):
     """CoOp's: RandomResizedCrop(size, scale (0.08, 1), bicubic) -> horizontal flip -> tensor -> CLIP normalise."""
     from torchvision import transforms as T
 
-    return T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+    return T.Compose([T.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC),
                       T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
