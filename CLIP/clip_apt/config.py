@@ -25,6 +25,7 @@ def config():
     protocol = "base2new"          # base2new: train on base, test base and new; all: train and test on every class
     image_size = 224
     crop_min_scale = 0.08          # RandomResizedCrop scale (crop_min_scale, 1); CoOp: 0.08
+    flip = True                    # random horizontal flip (CoOp: on)
     batch_size = 32
     test_batch_size = 100
     max_epochs = 10

@@ -6,7 +6,7 @@ method | params (demo model) | params and additional GFLOPs at ViT-B/16 | base |
     python -m clip_apt.demo [--cache DIR] [--out DIR] [--methods coop,apt,...] [--epochs 10] [--fresh]
 
 One recipe for every method (SGD lr 0.002, CoOp schedule, batch 16; CoCoOp batch 4; random crops of at least half
-the image, since CoOp's 8 % crops of a 32-pixel image mostly miss the shapes), chosen to keep the whole demo within
+the image, since CoOp's 8 % crops of a 32-pixel image mostly miss the shapes; no flips: the class is the left shape), chosen to keep the whole demo within
 10 minutes on a 2-core CPU; the paper recipes are the ``peft_<method>`` named configs of ``CLIP/run.py``."""
 from __future__ import annotations
 
@@ -77,8 +77,9 @@ def main(argv=None) -> int:
     import logging
     import warnings
 
-    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for name in ("pytorch_lightning", "pytorch_lightning.utilities.rank_zero", "lightning.pytorch",
+                 "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="pytorch_lightning")
     from .datasets.demo_world import make_world
     from .modules.clip_module import harmonic_mean
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
                   text_heads=g["text_heads"], vision_heads=g["vision_heads"], peft_towers=["text"],
                   template="a photo of a {}.", num_shots=16, protocol="base2new", image_size=g["image_size"],
                   crop_min_scale=0.5,
+                  flip=False,
                   batch_size=16, test_batch_size=100, max_epochs=args.epochs, lr=0.002, momentum=0.9,
                   weight_decay=5e-4, warmup_epochs=1, warmup_lr=1e-5, precision="auto", accelerator="auto",
                   num_workers=0, output_dir=os.path.join(out, "runs"), max_steps=-1)

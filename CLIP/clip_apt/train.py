@@ -79,7 +79,8 @@ def run(config: Mapping[str, Any]) -> Dict[str, Any]:
     accelerator = resolve_accelerator(c)
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     size = c["image_size"]
-    train_set = ClassificationDataset(train_splits["train"], train_transform(size, c.get("crop_min_scale", 0.08)))
+    train_set = ClassificationDataset(train_splits["train"], train_transform(size, c.get("crop_min_scale", 0.08),
+                                                                          c.get("flip", True)))
     loader = DataLoader(train_set, batch_size=c["batch_size"], shuffle=True, num_workers=c["num_workers"],
                         drop_last=len(train_set) >= c["batch_size"])
     trainable = shared_apt.updated_parameter_count(model)

@@ -1,10 +1,10 @@
 """The CLIP demo world (shapes of ``shared_apt.data.demo_world``), written in CoOp's layout (``images/<class>/<n>.png``
 + ``split_zhou_ShapesWorld.json``), plus a caption pool for pre-training a tiny CLIP contrastively.
 
-Every image shows a large shape (its class: colour x shape, 12 classes) and a small distractor of another colour
-and shape. Captions name one or both shapes with varied templates, never "a photo of a {}.", so a hand-written
-prompt is ambiguous between the two shapes and not the pre-training wording: learned context and visual prompts have
-something to win (attend to the large shape). The label order puts every colour and every shape in both halves of
+Every image shows two shapes side by side: the one on the left is the class (colour x shape, 12 classes), the one
+on the right a distractor of another colour and shape. Captions name one or both shapes and where they are, with
+varied templates, never "a photo of a {}.": a hand-written prompt matches the distractor as well as the class, so
+learned context and visual prompts have something to win (the left shape), and what they learn is class-agnostic. The label order puts every colour and every shape in both halves of
 the base-to-new split while no base class is a new class, so new classes are recognised only by composing words the
 model has seen."""
 from __future__ import annotations
@@ -14,15 +14,16 @@ import os
 import random
 from typing import List
 
-from shared_apt.data.demo_world import COLORS, POSITIONS, QUADRANT_CENTERS, SHAPES, SceneObject, render_scene
+from shared_apt.data.demo_world import COLORS, QUADRANT_CENTERS, SHAPES, SIZES, SceneObject, render_scene
 
 # base (labels 0-5) and new (6-11): every colour and shape appears in both halves
 CLASSES = ["red circle", "green square", "blue triangle", "yellow circle", "red square", "green triangle",
            "blue circle", "yellow square", "red triangle", "green circle", "blue square", "yellow triangle"]
-CAPTION_TEMPLATES = ["a large {color} {shape} and a small {color2} {shape2}.",
-                     "a small {color2} {shape2} next to a large {color} {shape}",
-                     "there is a big {color} {shape} in the {position}.", "{color} {shape}",
-                     "the large shape is a {color} {shape}", "a {color} {shape} with a tiny {color2} {shape2}"]
+CAPTION_TEMPLATES = ["a {color} {shape} on the left and a {color2} {shape2} on the right.",
+                     "on the right a {color2} {shape2}, on the left a {color} {shape}",
+                     "a {color2} {shape2} to the right of a {color} {shape}", "left: {color} {shape}",
+                     "the shape on the left is a {color} {shape}", "the shape on the right is a {color2} {shape2}",
+                     "{color} {shape} and {color2} {shape2}", "{color2} {shape2} and {color} {shape}"]
 SPLIT_FILE = "split_zhou_ShapesWorld.json"
 
 
@@ -33,16 +34,16 @@ def _object(rng: random.Random, color: str, shape: str, size: str, position: str
 
 
 def scene(rng: random.Random, color: str, shape: str) -> tuple:
-    """The large class shape and a small distractor of another colour and shape, in two quadrants."""
-    p1, p2 = rng.sample(POSITIONS, 2)
+    """The class shape in a left quadrant and a distractor of another colour and shape in a right quadrant."""
     color2 = rng.choice([c for c in COLORS if c != color])
     shape2 = rng.choice([s for s in SHAPES if s != shape])
-    return _object(rng, color, shape, "large", p1), _object(rng, color2, shape2, "small", p2)
+    return (_object(rng, color, shape, rng.choice(SIZES), rng.choice(["top left", "bottom left"])),
+            _object(rng, color2, shape2, rng.choice(SIZES), rng.choice(["top right", "bottom right"])))
 
 
-def caption(rng: random.Random, big: SceneObject, small: SceneObject) -> str:
-    return rng.choice(CAPTION_TEMPLATES).format(color=big.color, shape=big.shape, position=big.position,
-                                                color2=small.color, shape2=small.shape)
+def caption(rng: random.Random, left: SceneObject, right: SceneObject) -> str:
+    return rng.choice(CAPTION_TEMPLATES).format(color=left.color, shape=left.shape, color2=right.color,
+                                                shape2=right.shape)
 
 
 def make_world(out: str, per_class=(24, 8, 30), pretrain_per_class: int = 60, image_size: int = 48,

@@ -101,12 +101,13 @@ def subsample_classes(splits: Dict[str, List[SplitItem]], subsample: str = "all"
             for name, items in splits.items()}
 
 
-def train_transform(size: int = 224, min_scale: float = 0.08):
+def train_transform(size: int = 224, min_scale: float = 0.08, flip: bool = True):
     """CoOp's: RandomResizedCrop(size, scale (0.08, 1), bicubic) -> horizontal flip -> tensor -> CLIP normalise."""
     from torchvision import transforms as T
 
-    return T.Compose([T.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-                      T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+    steps = [T.RandomResizedCrop(size, scale=(min_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC)]
+    steps += [T.RandomHorizontalFlip()] if flip else []
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(MEAN, STD)])
 
 
 def test_transform(size: int = 224):
