@@ -25,6 +25,9 @@ def test_state_dict_round_trip_and_features_equal_open_clip(tmp_path):
         assert torch.allclose(model.encode_image(images), ref16.encode_image(images), atol=1e-5)
         assert torch.allclose(model.encode_text(ids), ref16.encode_text(ids), atol=1e-5)
         assert torch.equal(model.logit_scale, ref16.logit_scale)
+        per_image, per_text = model(images, ids)  # OpenAI's forward: the logits both ways
+        want_image, want_text = ref16.get_logits(images, ids)
+        assert torch.allclose(per_image, want_image, atol=1e-4) and torch.allclose(per_text, want_text, atol=1e-4)
         # classify = exp(scale) * cosine of the hard prompts
         names = ["dog", "cat"]
         logits = model.classify(images, names, "a photo of a {}.")

@@ -160,6 +160,14 @@ def _clip_class():
             x = x[torch.arange(x.shape[0], device=x.device), eot_index.to(x.device)] @ self.text_projection
             return F.normalize(x, dim=-1) if normalize else x
 
+        def forward(self, image: torch.Tensor, text: torch.Tensor):
+            """OpenAI's ``CLIP.forward``: (logits_per_image [B, T], logits_per_text [T, B]) =
+            exp(logit_scale) x cosine similarities."""
+            img = self.encode_image(image, normalize=True)
+            txt = self.encode_text(text, normalize=True)
+            logits_per_image = self.logit_scale.exp() * img @ txt.t()
+            return logits_per_image, logits_per_image.t()
+
         # ------------------------------------------------------------------------------------------------------
         # Classification by class prompts.
 
