@@ -147,6 +147,10 @@ def main(argv=None) -> int:
     if bad:
         ap.error(f"unknown method(s) {bad}; choose from {', '.join(known)}")
     if hasattr(bb, "main"):
+        fixed = [f"--{k.replace('_', '-')}" for k in ("num_prompts", "rank", "apt_variant", "seq_len")
+                 if getattr(args, k) is not None]
+        if fixed:
+            ap.error(f"{fixed} not supported for --backbone {args.backbone}: its rows fix their own options")
         return bb.main(methods, args.json)
     rows, info = profile(args.backbone, methods, args.seq_len, num_prompts=args.num_prompts, rank=args.rank,
                          apt_variant=args.apt_variant)

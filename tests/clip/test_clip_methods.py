@@ -150,8 +150,22 @@ def test_upt_token_mixing_false_is_the_released_layer_and_true_mixes_tokens():
         assert torch.allclose(logits, model.logit_scale.exp() * img @ txt.t(), atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def demo_batch(tmp_path_factory):
+    """Four training images of the CLIP demo world (CoOp layout) and the world's class names."""
+    from clip_apt.datasets import ClassificationDataset, classnames_of, read_split, test_transform
+    from clip_apt.datasets.demo_world import make_world
+
+    world = make_world(str(tmp_path_factory.mktemp("clip_world")), per_class=(1, 0, 0), pretrain_per_class=0,
+                       image_size=32)
+    items = read_split(world)["train"]
+    data = ClassificationDataset(items[:4], test_transform(32))
+    images = torch.stack([data[i][0] for i in range(4)])
+    return images, torch.tensor([data[i][1] for i in range(4)]), classnames_of(items)
+
+
 @pytest.mark.parametrize("method", METHODS)
-def test_training_changes_only_the_method_parameters_and_weights_round_trip(method, tmp_path):
+def test_training_changes_only_the_method_parameters_and_weights_round_trip(method, tmp_path, demo_batch):
     opts = {"apt": {"num_prompts": 4, "rank": 2}, "lora": {"rank": 2}, "adapter": {"bottleneck": 8}}.get(method, {})
     model, _ = tiny_clip()
     shared_apt.apply(model, method, **opts)
@@ -165,9 +179,9 @@ def test_training_changes_only_the_method_parameters_and_weights_round_trip(meth
     assert train and set(train) == set(shared_apt.api.method_parameter_names(model))
     opt = torch.optim.SGD(train.values(), lr=0.5)
     model.train()
-    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    images, labels, names = demo_batch
     for _ in range(2):
-        loss = F.cross_entropy(model.classify(images, NAMES), labels)
+        loss = F.cross_entropy(model.classify(images, names), labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
