@@ -3,10 +3,12 @@
 # fine-tune it on the demo VQA with every tuning method from that checkpoint, and print one table
 #   method | updated params | additional GFLOPs | VQA score | training time (s)
 # also written as JSON and PNG. About 6-9 minutes on a 2-core CPU; fresh clones run script/setup.sh first.
+# MODEL=clip: a tiny CLIP pre-trained on the shapes world's captions, every prompt-learning method on base-to-new
+# 16-shot (python -m clip_apt.demo; table method | params | GFLOPs | base | new | H).
 # Extra arguments go to `python -m shared_apt.harness.experiments.demo` (e.g. --methods full,apt --no-progress --fresh).
 set -eu
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-: "${MODEL:=vilt}"                                                   # vilt | meter
+: "${MODEL:=vilt}"                                                   # vilt | meter | clip
 : "${DEMO_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/apt_vl_demo}"       # demo world, tokenizer, pre-training, results
 : "${OUT:=}"                                                         # results folder (default $DEMO_CACHE/compare_$MODEL)
 
@@ -14,7 +16,13 @@ echo "[demo] set-up (sh script/setup.sh: creates/updates .venv only when needed)
 sh "$ROOT/script/setup.sh"
 case "$MODEL" in
   vilt|meter) ;;
-  *) echo "error: MODEL=$MODEL; expected vilt or meter" >&2; exit 2 ;;
+  clip)
+    cd "$ROOT"
+    export PYTHONPATH="$ROOT/CLIP${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
+    if [ -n "$OUT" ]; then set -- --out "$OUT" "$@"; fi
+    exec "$ROOT/.venv/bin/python" -m clip_apt.demo --cache "$DEMO_CACHE" "$@" ;;
+  *) echo "error: MODEL=$MODEL; expected vilt, meter or clip" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then set -- --out "$OUT" "$@"; fi
 set -- --model "$MODEL" --cache "$DEMO_CACHE" "$@"

@@ -150,6 +150,21 @@ def add_method_arguments(ap: argparse.ArgumentParser) -> None:
                         help=f"{spec['help']} ({owners})")
 
 
+def _own_table(ap, args, own: dict, options: dict) -> int:
+    """``extras["profile"] = {"methods": (...), "main": main(methods, json_path) -> exit status}``: ``all`` is the
+    backbone's own method list; its rows fix their options, so option arguments are refused."""
+    known = tuple(own["methods"])
+    methods = list(known) if args.method == "all" else [m.strip() for m in args.method.split(",") if m.strip()]
+    bad = [m for m in methods if m not in known]
+    if bad or not methods:
+        ap.error(f"unknown method(s) {bad or args.method!r} for --backbone {args.backbone}; choose from "
+                 f"{', '.join(known)}")
+    fixed = [f"--{k.replace('_', '-')}" for k, v in {**options, "seq_len": args.seq_len}.items() if v is not None]
+    if fixed:
+        ap.error(f"{fixed} not supported for --backbone {args.backbone}: its rows fix their own options")
+    return own["main"](methods, args.json)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared_apt.profile", description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbone", default="vilt-b32", choices=sorted(backbone_names()))
@@ -158,11 +173,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     add_method_arguments(ap)
     args = ap.parse_args(argv)
+    options = {dest: getattr(args, dest) for dest in cli_options()}
+    own = load_backbone(args.backbone).extras.get("profile")
+    if own is not None:  # a backbone with its own table (CLIP: rows with fixed options, per-image / per-prompt FLOPs)
+        return _own_table(ap, args, own, options)
     try:
         methods = parse_methods(args.method)
     except ConfigError as e:
         ap.error(str(e))
-    options = {dest: getattr(args, dest) for dest in cli_options()}
     rows, info = profile(args.backbone, methods, args.seq_len, **options)
     print(render(rows, info))
     if args.json:
