@@ -82,6 +82,9 @@ def main(argv=None) -> int:
                  "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="pytorch_lightning")
+    from shared_apt.vl.training.run import resolve_config
+
+    from .config import ex
     from .datasets.demo_world import make_world
     from .modules.clip_module import harmonic_mean
     from .pretrain import DEMO_GEOMETRY, pretrain_tiny_clip
@@ -103,14 +106,11 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(args.cache, "compare_clip")
     os.makedirs(out, exist_ok=True)
     g = DEMO_GEOMETRY
-    common = dict(exp_name="demo", seed=args.seed, data_root=world, image_dir="images", clip_path=clip_path,
-                  text_heads=g["text_heads"], vision_heads=g["vision_heads"], peft_towers=["text"],
-                  template="a photo of a {}.", num_shots=16, protocol="base2new", image_size=g["image_size"],
-                  crop_min_scale=0.9,
-                  flip=False,
-                  batch_size=16, test_batch_size=100, max_epochs=args.epochs, lr=0.002, momentum=0.9,
-                  weight_decay=5e-4, warmup_epochs=1, warmup_lr=1e-5, precision="auto", accelerator="auto",
-                  num_workers=0, output_dir=os.path.join(out, "runs"), max_steps=-1)
+    # The Sacred defaults (CoOp's recipe) with the demo's changes, resolved as ``CLIP/run.py`` resolves them.
+    common = resolve_config(ex, (), dict(
+        exp_name="demo", seed=args.seed, data_root=world, clip_path=clip_path, text_heads=g["text_heads"],
+        vision_heads=g["vision_heads"], image_size=g["image_size"], crop_min_scale=0.9, flip=False, batch_size=16,
+        max_epochs=args.epochs, output_dir=os.path.join(out, "runs")))
     rows = []
     for label, method, options, _ in wanted:
         cfg = dict(common, peft=method, peft_options=options, exp_name="demo_" + label.split()[0].lower()
