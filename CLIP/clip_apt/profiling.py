@@ -4,7 +4,7 @@ additional FLOPs per image (image encoder, one 224 x 224 image) and per class pr
 tokens), in the APT paper's FLOPs convention (multiply-accumulates, fvcore: LayerNorm 5 per element).
 
 The backbone registers itself here (:func:`shared_apt.peft.registry.register_backbone`). Its profile table is its
-own (``extras["profile"]``: rows with fixed options, two FLOPs columns); the generic hooks (``tokens`` /
+own (``methods``; ``extras["profile"]``: rows with fixed options, two FLOPs columns); the generic hooks (``tokens`` /
 ``run_tokens`` / ``forward`` / ``truncate``, used by ``shared_apt.bench``) run the text encoder, where the attention
 methods (APT, LoRA, adapters) attach by default (``peft_towers``)."""
 from __future__ import annotations
@@ -213,5 +213,4 @@ def head_parameters(model) -> int:
 register_backbone(Backbone(
     name=NAME, build=build, tokens=tokens, run_tokens=run_tokens, forward=forward, truncate=truncate,
     backbone_parameters=backbone_parameters, head_parameters=head_parameters, default_seq_len=DEFAULT_SEQ_LEN,
-    seq_len_note=SEQ_LEN_NOTE, notes=NOTES, tiny=TINY,
-    extras={"profile": {"methods": METHODS, "main": profile_main}}))
+    seq_len_note=SEQ_LEN_NOTE, notes=NOTES, tiny=TINY, methods=METHODS, extras={"profile": {"main": profile_main}}))

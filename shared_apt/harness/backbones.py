@@ -7,7 +7,7 @@ import importlib
 
 from ..peft import registry
 
-BACKBONE_MODULES = ("vilt.profiling", "meter.profiling", "clip_apt.profiling")
+BACKBONE_MODULES = ("vilt.profiling", "meter.profiling", "clip_apt.profiling", "sd_apt.profiling")
 
 
 class BackboneUnavailable(RuntimeError):

@@ -73,6 +73,8 @@ def measure(backbone: str = "vilt-b32", methods: str = "all", batch: int = 8, se
     dest (shared_apt.peft.registry.cli_options), each given to the methods that have it. ``reference_apt``: APT
     through the reference autograd path (``fast=False``)."""
     bb = load_backbone(backbone)
+    if bb.tokens is None or bb.run_tokens is None:
+        raise SystemExit(f"backbone {backbone!r} registers no token-level entry (tokens / run_tokens): profile only")
     device = torch.device(device)
     n = seq_len or bb.default_seq_len
     methods = parse_methods(methods)

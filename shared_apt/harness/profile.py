@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..peft import api
 from ..peft.accounting import count_macs
 from ..peft.config import ConfigError, method_config
-from ..peft.registry import cli_options, method_names, parse_methods
+from ..peft.registry import cli_options, general_method_names, method_names, parse_methods
 from . import paper
 from .backbones import BackboneUnavailable, backbone_names, get_backbone
 
@@ -150,15 +150,9 @@ def add_method_arguments(ap: argparse.ArgumentParser) -> None:
                         help=f"{spec['help']} ({owners})")
 
 
-def _own_table(ap, args, own: dict, options: dict) -> int:
-    """``extras["profile"] = {"methods": (...), "main": main(methods, json_path) -> exit status}``: ``all`` is the
-    backbone's own method list; its rows fix their options, so option arguments are refused."""
-    known = tuple(own["methods"])
-    methods = list(known) if args.method == "all" else [m.strip() for m in args.method.split(",") if m.strip()]
-    bad = [m for m in methods if m not in known]
-    if bad or not methods:
-        ap.error(f"unknown method(s) {bad or args.method!r} for --backbone {args.backbone}; choose from "
-                 f"{', '.join(known)}")
+def _own_table(ap, args, own: dict, methods: list, options: dict) -> int:
+    """``extras["profile"] = {"main": main(methods, json_path) -> exit status}``: the backbone prints its own table;
+    its rows fix their options, so option arguments are refused."""
     fixed = [f"--{k.replace('_', '-')}" for k, v in {**options, "seq_len": args.seq_len}.items() if v is not None]
     if fixed:
         ap.error(f"{fixed} not supported for --backbone {args.backbone}: its rows fix their own options")
@@ -173,16 +167,25 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     add_method_arguments(ap)
     args = ap.parse_args(argv)
-    options = {dest: getattr(args, dest) for dest in cli_options()}
-    own = load_backbone(args.backbone).extras.get("profile")
-    if own is not None:  # a backbone with its own table (CLIP: rows with fixed options, per-image / per-prompt FLOPs)
-        return _own_table(ap, args, own, options)
+    bb = load_backbone(args.backbone)
+    # a backbone may be profiled with its own methods; else "all" = the methods every backbone supports
+    known = list(bb.methods or general_method_names())
     try:
-        methods = parse_methods(args.method)
+        methods = known if args.method == "all" else parse_methods(args.method)
     except ConfigError as e:
         ap.error(str(e))
+    bad = [m for m in methods if m not in known]
+    if bad:
+        ap.error(f"unknown method(s) {bad} for {args.backbone}; choose from {', '.join(known)}")
+    options = {dest: getattr(args, dest) for dest in cli_options()}
+    own = bb.extras.get("profile")
+    if own is not None:  # a backbone with its own table (CLIP: rows with fixed options, per-image / per-prompt FLOPs)
+        return _own_table(ap, args, own, methods, options)
     rows, info = profile(args.backbone, methods, args.seq_len, **options)
     print(render(rows, info))
+    if bb.print_exact:
+        print("Exact: " + "; ".join(f"{r.method} {r.updated_params:,} parameters, {r.additional_macs:,} additional MACs"
+                                    for r in rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "rows": [r.__dict__ for r in rows]}, f, indent=2)

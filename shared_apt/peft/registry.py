@@ -148,26 +148,28 @@ def _builtin() -> None:
 class Backbone:
     """What the harness needs to know about a backbone, registered once by the backbone's own package.
 
-    ``build(method, device="meta", size="base", **options)`` returns the model with the method applied (``size``:
-    "base" = the paper's geometry, "tiny" = ``tiny``); ``tokens(model, seq_len, batch=1, device="meta")`` makes
-    the token input of ``run_tokens(model, x, mask)``, the part of the model every method changes; ``forward(model,
-    seq_len)`` runs it without gradient (FLOP counting); ``truncate(model, layers)`` keeps the first layers (per-layer
-    benchmarks). ``default_seq_len`` is the length the paper's FLOPs imply, ``seq_len_note`` says so (``{n}`` is
+    ``build(method, size="base", **options)`` returns the model with the method applied (``size``: "base" = the
+    paper's geometry, "tiny" = ``tiny``; ``device=`` where the benchmark needs it); ``forward(model, seq_len)`` runs
+    the part of the model every method changes without gradient (FLOP counting); for the benchmark,
+    ``tokens(model, seq_len, batch=1, device="meta")`` makes the token input of ``run_tokens(model, x, mask)`` and
+    ``truncate(model, layers)`` keeps the first layers (per-layer benchmarks). ``default_seq_len`` is the length the paper's FLOPs imply, ``seq_len_note`` says so (``{n}`` is
     filled in), ``notes`` are per-method footnotes of the profile table. ``extras`` holds facts used by the layers
     above (e.g. the training experiment of the comparison harness) and is opaque here."""
 
     name: str
     build: Callable
-    tokens: Callable
-    run_tokens: Callable
     forward: Callable
-    truncate: Callable
     backbone_parameters: Callable
     head_parameters: Callable
     default_seq_len: int
+    tokens: Optional[Callable] = None       # these three: the benchmark's token-level entry (None: profile only)
+    run_tokens: Optional[Callable] = None
+    truncate: Optional[Callable] = None
     seq_len_note: str = ""
     notes: Dict[str, str] = field(default_factory=dict)
     tiny: Dict[str, Any] = field(default_factory=dict)
+    methods: tuple = ()                     # the methods it is profiled with (empty: every registered method)
+    print_exact: bool = False               # the profile also prints the integer counts
     extras: Dict[str, Any] = field(default_factory=dict)
 
 

@@ -18,6 +18,7 @@ A backbone model implements ``peft_spec() -> BackboneSpec``:
     the authors' ViLT code places it after the projection dropout);
   - ``q`` / ``k`` / ``v``: :class:`LinearSlot` s, the frozen projections (a fused QKV linear is three slots on one
     module, told apart by their output rows);
+  - ``o``: optional :class:`LinearSlot` of the output projection, for methods that tune it (LoRA target "o");
   - ``kv_norm``: what the attention applies to its key/value input before the projections (ViLT: the block's LN1,
     because prompts enter before it; post-LN backbones: ``None``);
   - ``install_extra_kv(provider)``: makes the attention append ``provider()`` ([p, d] tokens in the key/value input
@@ -88,6 +89,7 @@ class AttentionSite:
     kv_norm: Optional[nn.Module] = None
     ffn_out: Optional[nn.Module] = None
     kind: str = "self"  # "self" or "cross"
+    o: Optional[LinearSlot] = None  # the output projection as a tunable slot (declared by backbones that offer it)
 
     def __post_init__(self):
         if self.branch is None:

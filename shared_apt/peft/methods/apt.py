@@ -53,6 +53,7 @@ class APTConfig(MethodConfig):
         "True (the paper: s is learnable) / False force it")
     dropout: float = option(0.0, PROBABILITY, "dropout on A (the attention dropout: 0 for ViLT and METER)")
     fast: bool = option(True, BOOL, "fused kernel (same math as apt_delta)")
+    gate: bool = option(False, BOOL, "zero-start gate (not in the paper): dX times a scalar g initialised to 0")
 
 
 def apt_delta(x: torch.Tensor, keys: torch.Tensor, prompts: torch.Tensor, alpha: str = "token",
@@ -169,7 +170,7 @@ class APTModule(TuningModule):
 
     def __init__(self, dim: int, num_prompts: int = 200, rank: int = 4, variant: str = "lowrank",
                  alpha: str = "token", detach_alpha: bool = True, train_scale: bool = True,
-                 dropout: float = 0.0, fast: bool = True):
+                 dropout: float = 0.0, fast: bool = True, gate: bool = False):
         super().__init__()
         self.dim, self.num_prompts, self.rank, self.variant = dim, num_prompts, rank, variant
         self.alpha, self.detach_alpha, self.dropout, self.fast = alpha, detach_alpha, dropout, fast
@@ -183,6 +184,9 @@ class APTModule(TuningModule):
             raise ValueError(f"apt variant {variant!r} unknown (lowrank, identity, dense)")
         self.log_scale = nn.Parameter(torch.zeros(1), requires_grad=train_scale)
         self.fixed_parameters = () if train_scale else ("log_scale",)
+        # zero-start gate (not in the paper): out = e^s (O + g dX) with g = 0 at init, so training starts exactly at
+        # the base model while every APT parameter still receives gradient once g moves
+        self.gate = nn.Parameter(torch.zeros(1)) if gate else None
         self._stash = InputStash()
         self._key_cache = None
         self.reset_parameters()
@@ -198,6 +202,8 @@ class APTModule(TuningModule):
                 nn.init.zeros_(self.dense.weight)
                 nn.init.zeros_(self.dense.bias)
             self.log_scale.zero_()
+            if self.gate is not None:
+                self.gate.zero_()
         self._key_cache = None
 
     def reset_caches(self) -> None:
@@ -236,7 +242,10 @@ class APTModule(TuningModule):
 
     def forward(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """e^s * (O + dX)."""
-        res = out + self.delta(x).to(out.dtype)
+        delta = self.delta(x)
+        if self.gate is not None:
+            delta = delta * self.gate
+        res = out + delta.to(out.dtype)
         return res * torch.exp(self.log_scale).to(out.dtype)
 
     def attach(self, site) -> "APTModule":
@@ -246,15 +255,15 @@ class APTModule(TuningModule):
         return self
 
     @staticmethod
-    def num_parameters(dim: int, num_prompts: int, rank: int, variant: str = "lowrank") -> int:
+    def num_parameters(dim: int, num_prompts: int, rank: int, variant: str = "lowrank", gate: bool = False) -> int:
         extra = {"lowrank": 2 * dim * rank, "identity": 0, "dense": dim * dim + dim}[variant]
-        return num_prompts * dim + extra + 1
+        return num_prompts * dim + extra + 1 + int(gate)
 
 
 def attach(spec, config: APTConfig) -> list:
     return [
         APTModule(site.dim, config.num_prompts, config.rank, config.variant, config.alpha, config.detach_alpha,
-                  config.train_scale, config.dropout, config.fast).attach(site)
+                  config.train_scale, config.dropout, config.fast, config.gate).attach(site)
         for site in spec.attention_sites
     ]
 

@@ -25,8 +25,9 @@ class LoRAConfig(MethodConfig):
 
     rank: int = option(4, POSITIVE_INT, "r of A (d_in x r) and B (r x d_out)")
     dropout: float = option(0.1, PROBABILITY, "dropout on the LoRA input in training")
-    targets: tuple = option(("q", "v"), (lambda v: len(v) >= 1 and set(v) <= {"q", "k", "v"},
-                                         "a non-empty subset of ('q', 'k', 'v')"), "projections updated")
+    targets: tuple = option(("q", "v"), (lambda v: len(v) >= 1 and set(v) <= {"q", "k", "v", "o"},
+                                         "a non-empty subset of ('q', 'k', 'v', 'o')"),
+                            "projections updated (o: the output projection, where a backbone declares it)")
 
 
 class LoRAModule(TuningModule):
@@ -180,6 +181,9 @@ def attach(spec, config: LoRAConfig) -> list:
     mods = []
     for site in spec.attention_sites:
         slots = {t: getattr(site, t) for t in config.targets}
+        missing = sorted(t for t, slot in slots.items() if slot is None)
+        if missing:
+            raise ValueError(f"lora_targets {missing}: attention site {site.name!r} declares no such projection")
         mods.append(LoRAModule(slots, config.rank, config.dropout).attach(site))
     return mods
 
