@@ -1,6 +1,7 @@
 """The backbones the harness knows: the one list of backbone packages to import. Each registers itself with
 :func:`shared_apt.peft.registry.register_backbone` when imported (ViLT in ``vilt/profiling.py``, METER in
-``meter/profiling.py``, CLIP in ``clip_apt/profiling.py``); a new backbone adds its module here (docs/adding.md)."""
+``meter/profiling.py``, CLIP in ``clip_apt/profiling.py``, Stable Diffusion in ``sd_apt/profiling.py``); a new
+backbone adds its module here (docs/adding.md)."""
 from __future__ import annotations
 
 import importlib

@@ -60,6 +60,7 @@ def _is_int(v) -> bool:
 
 
 POSITIVE_INT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+OPTIONAL_POSITIVE_INT = (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or None")
 PROBABILITY = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0,
                "a probability in [0, 1)")
 BOOL = (lambda v: isinstance(v, bool), "true or false")

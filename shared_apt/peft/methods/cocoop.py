@@ -11,11 +11,11 @@ from typing import ClassVar, Optional
 import torch
 from torch import nn
 
-from ..config import POSITIVE_INT, MethodConfig, option
+from ..config import OPTIONAL_POSITIVE_INT, POSITIVE_INT, MethodConfig, option
 from ..registry import register_method
 from .base import TuningModule
 from .coop import context_prompts
-from .prompt_learning import OPTIONAL_POSITIVE_INT, PROMPT_SITES, prompt_sites
+from .prompt_learning import PROMPT_SITES, prompt_sites
 
 
 @dataclass

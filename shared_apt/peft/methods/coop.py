@@ -14,10 +14,10 @@ from typing import ClassVar, Optional
 import torch
 from torch import nn
 
-from ..config import MethodConfig, OptionValueError, one_of, option
+from ..config import OPTIONAL_POSITIVE_INT, MethodConfig, OptionValueError, one_of, option
 from ..registry import register_method
 from .base import TuningModule
-from .prompt_learning import CLASS_POSITIONS, OPTIONAL_POSITIVE_INT, PROMPT_SITES, ClassPrompts, prompt_sites
+from .prompt_learning import CLASS_POSITIONS, PROMPT_SITES, ClassPrompts, prompt_sites
 
 
 @dataclass

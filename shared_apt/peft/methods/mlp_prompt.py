@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
-from ..config import POSITIVE_INT, MethodConfig, option
+from ..config import OPTIONAL_POSITIVE_INT, POSITIVE_INT, MethodConfig, option
 from ..registry import register_method
-from .prompt_learning import OPTIONAL_POSITIVE_INT, PROMPT_SITES, prompt_sites
+from .prompt_learning import PROMPT_SITES, prompt_sites
 from .upt import TokenMLP, UnifiedPrompts
 
 

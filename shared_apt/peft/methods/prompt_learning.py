@@ -14,13 +14,11 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ..config import _is_int
 from ..sites import input_of
 
 CLASS_POSITIONS = ("end", "middle", "front")
 PLACEHOLDER = "X"
 PROMPT_SITES = ("prompt_sites",)  # what the prompt learners require of a backbone (register_method(requires=...))
-OPTIONAL_POSITIVE_INT = (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or None")
 
 
 def prompt_sites(spec, method: str):

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import POSITIVE_INT, PROBABILITY, MethodConfig, option
+from ..config import OPTIONAL_POSITIVE_INT, POSITIVE_INT, PROBABILITY, MethodConfig, option
 from ..registry import register_method
 from .base import TuningModule
 from .coop import context_prompts
-from .prompt_learning import (OPTIONAL_POSITIVE_INT, PROMPT_SITES, hook_text_deep_slots, hook_visual_prompts,
+from .prompt_learning import (PROMPT_SITES, hook_text_deep_slots, hook_visual_prompts,
                               prompt_sites)
 
 
