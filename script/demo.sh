@@ -3,12 +3,14 @@
 # fine-tune it on the demo VQA with every tuning method from that checkpoint, and print one table
 #   method | updated params | additional GFLOPs | VQA score | training time (s)
 # also written as JSON and PNG. About 6-9 minutes on a 2-core CPU; fresh clones run script/setup.sh first.
+# MODEL=clip: a tiny CLIP pre-trained on the shapes world's captions, every prompt-learning method on base-to-new
+# 16-shot (python -m clip_apt.demo; table method | params | GFLOPs | base | new | H).
 # MODEL=sd: the Stable Diffusion demo instead (python -m sd_apt.demo: a tiny latent diffusion model pre-trained on the
 # shapes world, DreamBooth of an unseen subject with APT and LoRA, grid PNG + metric table).
 # Extra arguments go to `python -m shared_apt.harness.experiments.demo` (e.g. --methods full,apt --no-progress --fresh).
 set -eu
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-: "${MODEL:=vilt}"                                                   # vilt | meter | sd
+: "${MODEL:=vilt}"                                                   # vilt | meter | clip | sd
 : "${DEMO_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/apt_vl_demo}"       # demo world, tokenizer, pre-training, results
 : "${OUT:=}"                                                         # results folder (default $DEMO_CACHE/compare_$MODEL)
 
@@ -16,11 +18,17 @@ echo "[demo] set-up (sh script/setup.sh: creates/updates .venv only when needed)
 sh "$ROOT/script/setup.sh"
 case "$MODEL" in
   vilt|meter) ;;
+  clip)
+    cd "$ROOT"
+    export PYTHONPATH="$ROOT/CLIP${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
+    if [ -n "$OUT" ]; then set -- --out "$OUT" "$@"; fi
+    exec "$ROOT/.venv/bin/python" -m clip_apt.demo --cache "$DEMO_CACHE" "$@" ;;
   sd)
     cd "$ROOT"
     if [ -n "$OUT" ]; then set -- --out "$OUT" "$@"; fi
     exec "$ROOT/.venv/bin/python" -m sd_apt.demo --cache "$DEMO_CACHE/sd" "$@" ;;
-  *) echo "error: MODEL=$MODEL; expected vilt, meter or sd" >&2; exit 2 ;;
+  *) echo "error: MODEL=$MODEL; expected vilt, meter, clip or sd" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then set -- --out "$OUT" "$@"; fi
 set -- --model "$MODEL" --cache "$DEMO_CACHE" "$@"

@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.apt-setup-stamp
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import shared_apt, vilt, meter, sd_apt" 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import shared_apt, vilt, meter, clip_apt, sd_apt" 2>/dev/null; then
   exit 0
 fi
 echo "[setup] installing requirements (torch/torchvision come from the local disk where available)"

@@ -15,13 +15,13 @@ from .peft.api import (apply, describe, load_tuned, merge, peft_config, remove, 
                        trainable_parameters, tuned_state_dict, tuning_modules, unmerge, updated_parameter_count,
                        TunedWeightsError)
 from .peft.config import ConfigError, MethodConfig, PeftConfig, option  # noqa: E402
-from .peft.registry import (Backbone, get_method, method_names, register_backbone, register_method,  # noqa: E402
-                            unregister_method)
-from .peft.sites import AttentionSite, BackboneSpec, LinearSlot, SequenceSite  # noqa: E402
+from .peft.registry import (Backbone, general_method_names, get_method, method_names, register_backbone,  # noqa: E402
+                            register_method, unregister_method)
+from .peft.sites import AttentionSite, BackboneSpec, LinearSlot, PromptSites, SequenceSite  # noqa: E402
 
-# The APT paper's methods (the built-in registrations), in table order; method_names() also lists methods
-# registered later.
-METHODS = method_names()
+# The APT paper's methods (the built-in registrations that every backbone supports), in table order;
+# method_names() also lists the class-prompt learners (CLIP) and methods registered later.
+METHODS = general_method_names()
 
 _FROM_VL = {"load_official", "export_official", "OfficialCheckpointError"}
 
@@ -40,6 +40,6 @@ __all__ = [
     "apply", "describe", "load_tuned", "merge", "peft_config", "remove", "save_tuned", "set_trainable",
     "trainable_parameters", "tuned_state_dict", "tuning_modules", "unmerge", "updated_parameter_count",
     "TunedWeightsError", "METHODS", "ConfigError", "MethodConfig", "PeftConfig", "option", "Backbone",
-    "get_method", "method_names", "register_backbone", "register_method", "unregister_method", "AttentionSite",
-    "BackboneSpec", "LinearSlot", "SequenceSite", "load_official", "export_official", "OfficialCheckpointError",
+    "general_method_names", "get_method", "method_names", "register_backbone", "register_method", "unregister_method", "AttentionSite",
+    "BackboneSpec", "LinearSlot", "PromptSites", "SequenceSite", "load_official", "export_official", "OfficialCheckpointError",
 ]

@@ -1,13 +1,14 @@
 """The backbones the harness knows: the one list of backbone packages to import. Each registers itself with
 :func:`shared_apt.peft.registry.register_backbone` when imported (ViLT in ``vilt/profiling.py``, METER in
-``meter/profiling.py``); a new backbone adds its module here (docs/adding.md)."""
+``meter/profiling.py``, CLIP in ``clip_apt/profiling.py``, Stable Diffusion in ``sd_apt/profiling.py``); a new
+backbone adds its module here (docs/adding.md)."""
 from __future__ import annotations
 
 import importlib
 
 from ..peft import registry
 
-BACKBONE_MODULES = ("vilt.profiling", "meter.profiling", "sd_apt.profiling")
+BACKBONE_MODULES = ("vilt.profiling", "meter.profiling", "clip_apt.profiling", "sd_apt.profiling")
 
 
 class BackboneUnavailable(RuntimeError):

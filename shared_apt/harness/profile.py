@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ..peft import api
 from ..peft.accounting import count_macs
 from ..peft.config import ConfigError, method_config
-from ..peft.registry import cli_options, method_names, parse_methods
+from ..peft.registry import cli_options, general_method_names, method_names, parse_methods
 from . import paper
 from .backbones import BackboneUnavailable, backbone_names, get_backbone
 
@@ -150,6 +150,15 @@ def add_method_arguments(ap: argparse.ArgumentParser) -> None:
                         help=f"{spec['help']} ({owners})")
 
 
+def _own_table(ap, args, own: dict, methods: list, options: dict) -> int:
+    """``extras["profile"] = {"main": main(methods, json_path) -> exit status}``: the backbone prints its own table;
+    its rows fix their options, so option arguments are refused."""
+    fixed = [f"--{k.replace('_', '-')}" for k, v in {**options, "seq_len": args.seq_len}.items() if v is not None]
+    if fixed:
+        ap.error(f"{fixed} not supported for --backbone {args.backbone}: its rows fix their own options")
+    return own["main"](methods, args.json)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m shared_apt.profile", description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbone", default="vilt-b32", choices=sorted(backbone_names()))
@@ -159,7 +168,8 @@ def main(argv=None) -> int:
     add_method_arguments(ap)
     args = ap.parse_args(argv)
     bb = load_backbone(args.backbone)
-    known = list(bb.methods or method_names())  # a backbone may be profiled with fewer methods
+    # a backbone may be profiled with its own methods; else "all" = the methods every backbone supports
+    known = list(bb.methods or general_method_names())
     try:
         methods = known if args.method == "all" else parse_methods(args.method)
     except ConfigError as e:
@@ -168,6 +178,9 @@ def main(argv=None) -> int:
     if bad:
         ap.error(f"unknown method(s) {bad} for {args.backbone}; choose from {', '.join(known)}")
     options = {dest: getattr(args, dest) for dest in cli_options()}
+    own = bb.extras.get("profile")
+    if own is not None:  # a backbone with its own table (CLIP: rows with fixed options, per-image / per-prompt FLOPs)
+        return _own_table(ap, args, own, methods, options)
     rows, info = profile(args.backbone, methods, args.seq_len, **options)
     print(render(rows, info))
     if bb.print_exact:

@@ -49,10 +49,10 @@ def _type_check(default: Any) -> Optional[tuple]:
     return None
 
 
-def option(default: Any, check: Optional[tuple] = None, help: str = ""):
+def option(default: Any, check: Optional[tuple] = None, help: str = "", type: Optional[Callable] = None):
     """A method option: its default, an optional ``(predicate, expected)`` check and a one-line help (used by the
-    command lines)."""
-    return field(default=default, metadata={"check": check, "help": help})
+    command lines). ``type``: the value type when the default (None) does not tell it (command-line parsing)."""
+    return field(default=default, metadata={"check": check, "help": help, "type": type})
 
 
 def _is_int(v) -> bool:
@@ -60,6 +60,7 @@ def _is_int(v) -> bool:
 
 
 POSITIVE_INT = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+OPTIONAL_POSITIVE_INT = (lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 or None")
 PROBABILITY = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0,
                "a probability in [0, 1)")
 BOOL = (lambda v: isinstance(v, bool), "true or false")
@@ -230,6 +231,8 @@ def options_from_config(config: Mapping[str, Any]) -> dict:
 def cli_type(f) -> Callable:
     """argparse type of an option field: int, float, bool ("true"/"false") or str; tuples as comma lists."""
     default = f.default
+    if f.metadata.get("type") is not None:
+        return f.metadata["type"]
     if isinstance(default, bool):
         def parse_bool(text):
             low = str(text).lower()

@@ -30,16 +30,20 @@ class Method:
     config: type                # a MethodConfig dataclass: the method's options
     attach: Callable            # attach(spec: BackboneSpec, config) -> list of TuningModule
     trains_backbone: bool = False   # "full": every parameter trains (no modules); else the common set + modules
+    requires: tuple = ()            # BackboneSpec fields the method needs beyond attention / sequence sites
+    #                                 (prompt learners: "prompt_sites"); such methods are not part of "all"
 
 
 _METHODS: Dict[str, Method] = {}
 _METHOD_LISTENERS: list = []
 
 
-def register_method(name: str, config: type, attach: Callable, *, trains_backbone: bool = False) -> Method:
+def register_method(name: str, config: type, attach: Callable, *, trains_backbone: bool = False,
+                    requires: tuple = ()) -> Method:
     """Register a tuning method under ``name`` (the value of ``peft=`` in configs and ``--method`` on command
     lines). ``config`` is its options dataclass (subclass of MethodConfig), ``attach(spec, config)`` returns the
-    modules it attached."""
+    modules it attached. ``requires``: the BackboneSpec fields it needs that not every backbone declares (the
+    class-prompt learners need ``prompt_sites``); :func:`general_method_names` (``all``) leaves such methods out."""
     if not (isinstance(config, type) and issubclass(config, MethodConfig) and is_dataclass(config)):
         raise TypeError(f"method {name!r}: config must be a dataclass deriving from MethodConfig, got {config!r}")
     if name in _METHODS:
@@ -53,7 +57,7 @@ def register_method(name: str, config: type, attach: Callable, *, trains_backbon
                 raise ValueError(f"method {name!r}: flat key {key!r} means option {opt!r} here but {theirs!r} in "
                                  f"method {other.name!r}")
     config.method = name
-    entry = Method(name, config, attach, trains_backbone)
+    entry = Method(name, config, attach, trains_backbone, tuple(requires))
     _METHODS[name] = entry
     for listener in list(_METHOD_LISTENERS):
         listener(entry)
@@ -85,10 +89,17 @@ def method_names() -> tuple:
     return tuple(_METHODS)
 
 
+def general_method_names() -> tuple:
+    """The methods every backbone supports (no ``requires``): what ``all`` means on the command lines."""
+    _builtin()
+    return tuple(name for name, m in _METHODS.items() if not m.requires)
+
+
 def parse_methods(text: str) -> list:
-    """'all' (every registered method) or a comma list of method names, each checked."""
+    """'all' (every method without backbone requirements, :func:`general_method_names`) or a comma list of method
+    names, each checked."""
     if text == "all":
-        return list(method_names())
+        return list(general_method_names())
     methods = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in methods if m not in method_names()]
     if bad or not methods:

@@ -41,6 +41,9 @@ A backbone model implements ``peft_spec() -> BackboneSpec``:
 * ``frozen``: parameter-name prefixes that no policy trains (upstream freezes the ITM head in IR/TR fine-tuning).
 * ``signature``: a dict of geometry (backbone name, widths, layers...) stored with tuned weights, so weights made for
   another backbone shape are refused when loaded.
+* ``prompt_sites``: for backbones that classify with class prompts (CLIP), a :class:`PromptSites` with where prompt
+  learners act: a :class:`TextPromptSite` (the text encoder takes learned context in place of template tokens) and a
+  :class:`VisualPromptSite` (visual tokens before / after the image encoder's input norm, and per-layer slots).
 """
 from __future__ import annotations
 
@@ -109,6 +112,50 @@ class SequenceSite:
 
 
 @dataclass
+class TextPromptSite:
+    """A text encoder that builds class features from prompts. ``install(provider)`` makes it call
+    ``provider(classnames, image_features)`` -> ``(embeds, eot_index)`` instead of tokenising its hard template:
+    ``embeds`` are token embeddings without positions, [K, L, d] or [B, K, L, d] (one prompt set per image),
+    ``eot_index`` [K] the position each prompt is pooled at; ``None`` restores the hard template.
+    ``tokenize(texts)`` -> ids [N, L] and ``embed(ids)`` -> [N, L, d] are the encoder's own tokenizer and token
+    embedding. ``blocks``: the encoder layers in order; each is called with the token sequence [N, L, d]
+    (batch-first) as first input, where deep prompts replace context slots before the layer."""
+
+    name: str
+    dim: int
+    host: nn.Module
+    embed: nn.Module
+    tokenize: Callable
+    install: Callable[[Optional[Callable]], None]
+    blocks: list
+    context_length: int
+
+
+@dataclass
+class VisualPromptSite:
+    """An image encoder's token sequence. ``ln_pre`` is the norm applied to the embedded tokens before the first
+    layer (its input: [B, n, d] with the position embedding added; its output: the first layer's input); extra tokens
+    enter the sequence at index ``insert_at`` (after the class token). ``blocks``: the layers in order, each called
+    with the batch-first sequence [B, n, d] as first input; the encoder pools its class token (index 0) only."""
+
+    name: str
+    dim: int
+    host: nn.Module
+    ln_pre: nn.Module
+    blocks: list
+    insert_at: int = 1
+
+
+@dataclass
+class PromptSites:
+    """Where prompt learners act on a contrastive image-text backbone; ``feature_dim`` is the joint feature width."""
+
+    text: Optional[TextPromptSite]
+    visual: Optional[VisualPromptSite]
+    feature_dim: int
+
+
+@dataclass
 class BackboneSpec:
     attention_sites: list
     sequence_site: Optional[SequenceSite]
@@ -118,6 +165,7 @@ class BackboneSpec:
     frozen: list = field(default_factory=list)  # name prefixes never trained, whatever the policy (ViLT IR/TR: ITM)
     sequence_sites: list = field(default_factory=list)  # multi-stream backbones: one SequenceSite per stream
     option_defaults: dict = field(default_factory=dict)  # method options whose official value depends on the backbone
+    prompt_sites: Optional[PromptSites] = None  # class-prompt backbones (CLIP): text context and visual tokens
 
     def shallow_sites(self) -> list:
         """Where shallow prompts go: ``sequence_sites`` if declared, else ``[sequence_site]`` (or nothing)."""

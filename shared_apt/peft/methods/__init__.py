@@ -5,6 +5,8 @@ from . import prompt  # noqa: F401  shallow_prompt, deep_prompt
 from . import lora  # noqa: F401
 from . import adapter  # noqa: F401  adapter, scaled_pa
 from . import apt  # noqa: F401
+# Class-prompt learners (require BackboneSpec.prompt_sites: CLIP), not part of "all".
+from . import zeroshot, coop, cocoop, vpt, upt, joint, shared_prompt, mlp_prompt  # noqa: F401,E401
 from .adapter import Adapter, AdapterConfig, ScaledPAConfig, ScaledParallelAdapter
 from .apt import APTConfig, APTModule, apt_delta, apt_delta_fused
 from .base import TuningModule
