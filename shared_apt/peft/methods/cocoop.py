@@ -13,9 +13,8 @@ from torch import nn
 
 from ..config import OPTIONAL_POSITIVE_INT, POSITIVE_INT, MethodConfig, option
 from ..registry import register_method
-from .base import TuningModule
 from .coop import context_prompts
-from .prompt_learning import PROMPT_SITES, prompt_sites
+from .prompt_learning import PROMPT_SITES, TextPromptProvider, prompt_sites
 
 
 @dataclass
@@ -30,7 +29,7 @@ class CoCoOpConfig(MethodConfig):
     meta_hidden_ratio: int = option(16, POSITIVE_INT, "meta-net hidden width = feature_dim // ratio")
 
 
-class CoCoOp(TuningModule):
+class CoCoOp(TextPromptProvider):
     method = "cocoop"
 
     def __init__(self, sites, config: CoCoOpConfig):
@@ -58,15 +57,6 @@ class CoCoOp(TuningModule):
                                "features to the text prompt provider")
         bias = self.meta_net(image_features.to(self.ctx.dtype))  # [B, d]
         return self.prompts.assemble_per_image(self.ctx.unsqueeze(0) + bias.unsqueeze(1), classnames)
-
-    def attach(self) -> "CoCoOp":
-        self.register(self.site.host)
-        self.site.install(self.provide)
-        return self
-
-    def detach_hooks(self) -> None:
-        super().detach_hooks()
-        self.site.install(None)
 
 
 def attach(spec, config: CoCoOpConfig) -> list:

@@ -16,8 +16,7 @@ from torch import nn
 
 from ..config import OPTIONAL_POSITIVE_INT, MethodConfig, OptionValueError, one_of, option
 from ..registry import register_method
-from .base import TuningModule
-from .prompt_learning import CLASS_POSITIONS, PROMPT_SITES, ClassPrompts, prompt_sites
+from .prompt_learning import CLASS_POSITIONS, ClassPrompts, PROMPT_SITES, TextPromptProvider, prompt_sites
 
 
 @dataclass
@@ -55,7 +54,7 @@ def context_prompts(site, n_ctx: Optional[int], ctx_init: str, position: str = "
     return ClassPrompts(site, n_ctx or default_n_ctx, None, position)
 
 
-class CoOp(TuningModule):
+class CoOp(TextPromptProvider):
     method = "coop"
 
     def __init__(self, site, config: CoOpConfig):
@@ -73,15 +72,6 @@ class CoOp(TuningModule):
 
     def provide(self, classnames, image_features=None):
         return self.prompts.assemble(self.ctx, classnames)
-
-    def attach(self) -> "CoOp":
-        self.register(self.site.host)
-        self.site.install(self.provide)
-        return self
-
-    def detach_hooks(self) -> None:
-        super().detach_hooks()
-        self.site.install(None)
 
 
 def attach(spec, config: CoOpConfig) -> list:

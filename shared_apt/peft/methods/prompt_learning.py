@@ -14,6 +14,8 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from .base import TuningModule
+
 from ..sites import input_of
 
 CLASS_POSITIONS = ("end", "middle", "front")
@@ -26,6 +28,23 @@ def prompt_sites(spec, method: str):
         raise TypeError(f"method {method!r} needs a backbone that classifies with class prompts and declares "
                         "BackboneSpec.prompt_sites (CLIP); this backbone declares none")
     return spec.prompt_sites
+
+
+class TextPromptProvider(TuningModule):
+    """A method whose parameters make the text encoder's class prompts: it installs ``self.provide(classnames,
+    image_features)`` on its text prompt site (``self.site``) when attached and removes it when detached."""
+
+    def provide(self, classnames, image_features=None):
+        raise NotImplementedError
+
+    def attach(self) -> "TextPromptProvider":
+        self.register(self.site.host)
+        self.site.install(self.provide)
+        return self
+
+    def detach_hooks(self) -> None:
+        super().detach_hooks()
+        self.site.install(None)
 
 
 class ClassPrompts:
