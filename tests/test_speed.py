@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import shared_apt
-from shared_apt.peft.registry import method_names
+from shared_apt.peft.registry import general_method_names
 from shared_apt.vl.speed import apply_speed_options, set_attention_impl
 from tiny import meter_batch, meter_build, vilt_batch, vilt_config
 from vilt.modules import ViLTransformerSS
 
-METHODS = list(method_names())
+METHODS = list(general_method_names())  # every method ViLT and METER can take (prompt-learning methods need CLIP)
 
 
 def _randomise(model, seed=11):
