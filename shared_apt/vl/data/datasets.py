@@ -477,17 +477,12 @@ def _split_tables(cls, split: str, names: Optional[Sequence[str]]) -> List[str]:
 # Task datasets
 # ----------------------------------------------------------------------------------------------------------------
 
-VILT_VQA_SPLITS = {"train": ["vqav2_train", "vqav2_trainable_val"], "val": ["vqav2_rest_val"], "test": ["vqav2_test"]}
 
+class _QuestionDataset(BaseDataset):
+    """Datasets with one sample per question (VQA, NLVR2): the tables come from the split (``split_names``, or
+    ``names`` given), text from the ``questions`` column, duplicates kept, as upstream."""
 
-class VQAv2Dataset(BaseDataset):
-    """Upstream ``VQAv2Dataset``: one sample per question (duplicates kept); ViLT tables by default.
-
-    Sample: image, text, vqa_answer, vqa_labels, vqa_scores (empty lists where a row carries no answers, e.g. the
-    test tables), qid. `names` overrides the split's tables (METER: ``meter.config.METER_VQA_SPLITS``).
-    """
-
-    split_names = VILT_VQA_SPLITS
+    split_names: Dict[str, List[str]] = {}
 
     def __init__(self, *args, split: str = "", names: Optional[Sequence[str]] = None, **kwargs):
         self.split = split
@@ -495,6 +490,19 @@ class VQAv2Dataset(BaseDataset):
         kwargs.pop("remove_duplicate", None)
         super().__init__(*args, names=_split_tables(type(self), split, names), text_column_name="questions",
                          remove_duplicate=False, **kwargs)
+
+
+VILT_VQA_SPLITS = {"train": ["vqav2_train", "vqav2_trainable_val"], "val": ["vqav2_rest_val"], "test": ["vqav2_test"]}
+
+
+class VQAv2Dataset(_QuestionDataset):
+    """Upstream ``VQAv2Dataset``: one sample per question (duplicates kept); ViLT tables by default.
+
+    Sample: image, text, vqa_answer, vqa_labels, vqa_scores (empty lists where a row carries no answers, e.g. the
+    test tables), qid. `names` overrides the split's tables (METER: ``meter.config.METER_VQA_SPLITS``).
+    """
+
+    split_names = VILT_VQA_SPLITS
 
     def required_columns(self) -> Dict[str, Any]:
         return {"image": BINARY, "questions": LIST_OF_STRING, "answers": ANSWERS_TYPE, "answer_labels": LABELS_TYPE,
@@ -566,17 +574,10 @@ class NLVR1Dataset(VQAv2Dataset):
     split_names = {"train": ["nlvr1_train"], "val": ["nlvr1_val"], "test": ["nlvr1_test"]}
 
 
-class NLVR2Dataset(BaseDataset):
+class NLVR2Dataset(_QuestionDataset):
     """Upstream ``NLVR2Dataset``: one sample per sentence; image_0, image_1, text, answers (bool), table_name."""
 
     split_names = {"train": ["nlvr2_train"], "val": ["nlvr2_dev", "nlvr2_test1"], "test": ["nlvr2_dev", "nlvr2_test1"]}
-
-    def __init__(self, *args, split: str = "", names: Optional[Sequence[str]] = None, **kwargs):
-        self.split = split
-        kwargs.pop("text_column_name", None)
-        kwargs.pop("remove_duplicate", None)
-        super().__init__(*args, names=_split_tables(type(self), split, names), text_column_name="questions",
-                         remove_duplicate=False, **kwargs)
 
     def required_columns(self) -> Dict[str, Any]:
         return {"image_0": BINARY, "image_1": BINARY, "questions": LIST_OF_STRING, "answers": LIST_OF_STRING}
