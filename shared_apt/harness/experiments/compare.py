@@ -613,3 +613,20 @@ def resolve_run(args, defaults: Mapping[str, Mapping[str, Any]]):
     except ConfigError as e:
         raise SystemExit(str(e)) from e
     return bb, settings, methods
+
+
+def run_and_report(tag: str, bb: Backbone, task: TaskData, out: str, args, settings: Mapping[str, Any],
+                   methods: Sequence[str], extra: Mapping[str, Any], started: float) -> dict:
+    """The end of every comparison command: :func:`compare` with the resolved settings and the command-line run
+    options, then the table and where the table, JSON and plot were written."""
+    res = compare(bb, task, out, methods=methods, pretrain_epochs=settings["pretrain_epochs"],
+                  pretrain_lr=settings["pretrain_lr"], finetune_epochs=settings["finetune_epochs"],
+                  finetune_lr=settings["finetune_lr"], batch_size=settings["batch_size"], seed=args.seed,
+                  progress_bar=not args.no_progress, reuse_pretrain=not args.fresh, extra=dict(extra))
+    print()
+    print(res["table"])
+    print()
+    print(f"[{tag}] {time.perf_counter() - started:.0f}s in all; table {os.path.join(out, 'table.md')}, "
+          f"JSON {res['json']}, plot {res['png']}")
+    return res
+

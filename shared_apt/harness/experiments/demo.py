@@ -72,16 +72,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"[demo] VQA: {task.info['train_rows']} training questions, {task.info['eval_rows']} scored questions, "
           f"{task.num_labels} answers; majority answer scores {100 * task.majority:.1f}", flush=True)
     out = args.out or os.path.join(args.cache, f"compare_{args.model}")
-    res = compare.compare(bb, task, out, methods=methods, pretrain_epochs=d["pretrain_epochs"],
-                          pretrain_lr=d["pretrain_lr"], finetune_epochs=d["finetune_epochs"],
-                          finetune_lr=d["finetune_lr"], batch_size=d["batch_size"], seed=args.seed,
-                          progress_bar=not args.no_progress, reuse_pretrain=not args.fresh,
-                          extra={"command": "demo", "scale": d["scale"]})
-    print()
-    print(res["table"])
-    print()
-    print(f"[demo] {time.perf_counter() - t0:.0f}s in all; table {os.path.join(out, 'table.md')}, "
-          f"JSON {res['json']}, plot {res['png']}")
+    compare.run_and_report("demo", bb, task, out, args, d, methods,
+                           extra={"command": "demo", "scale": d["scale"]}, started=t0)
     return 0
 
 

@@ -139,17 +139,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{task.info['eval_rows']} scored rows; majority answer ({task.majority_answer}) scores "
           f"{100 * task.majority:.1f}", flush=True)
     out = args.out or os.path.join(args.cache, f"nlvr1_bench_{args.model}")
-    res = compare.compare(bb, task, out, methods=methods, pretrain_epochs=d["pretrain_epochs"],
-                          pretrain_lr=d["pretrain_lr"], finetune_epochs=d["finetune_epochs"],
-                          finetune_lr=d["finetune_lr"], batch_size=d["batch_size"], seed=args.seed,
-                          progress_bar=not args.no_progress, reuse_pretrain=not args.fresh,
-                          extra={"command": "nlvr1", "train_splits": task.info["train_splits"],
-                                 "eval_split": task.info["eval_split"]})
-    print()
-    print(res["table"])
-    print()
-    print(f"[nlvr1] {time.perf_counter() - t0:.0f}s in all; table {os.path.join(out, 'table.md')}, "
-          f"JSON {res['json']}, plot {res['png']}")
+    compare.run_and_report("nlvr1", bb, task, out, args, d, methods,
+                           extra={"command": "nlvr1", "train_splits": task.info["train_splits"],
+                                  "eval_split": task.info["eval_split"]}, started=t0)
     return 0
 
 
