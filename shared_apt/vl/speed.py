@@ -10,14 +10,21 @@
   name of a ``torch.compile`` backend (e.g. ``"aot_eager"``): each transformer layer is compiled with the tuning
   method's hooks inside it.
 
-A backbone lists its transformer layers in ``speed_layers()`` and calls them through :func:`call_layer`."""
+A backbone lists its transformer layers in ``speed_layers()`` and calls them through :func:`call_layer`.
+
+:func:`record_attention` reads the attention probabilities of a forward pass (the explicit path, forced while it
+records); the figure tool (``shared_apt.harness.figures``, the APT paper's Fig. 3) draws them."""
 from __future__ import annotations
 
-from typing import Iterable
+import contextlib
+from dataclasses import dataclass
+from typing import Iterable, Iterator, List
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from shared_apt.peft.sites import input_of
 
 ATTENTION_IMPLS = ("sdpa", "explicit")
 
@@ -32,6 +39,51 @@ def set_attention_impl(model: nn.Module, impl: str) -> int:
             m.attention_impl = impl
             n += 1
     return n
+
+
+@dataclass
+class AttentionRecord:
+    """One call of an attention module inside :func:`record_attention`."""
+
+    name: str               # the module's name in the model (``transformer.blocks.0.attn``)
+    inputs: torch.Tensor    # its first input, the query-side hidden states X [B, N, C] (detached)
+    probs: torch.Tensor     # its attention probabilities [B, heads, N, keys] (detached); keys beyond N are the
+                            # extra keys/values a tuning method appended (deep prompts)
+
+
+@contextlib.contextmanager
+def record_attention(model: nn.Module) -> Iterator[List[AttentionRecord]]:
+    """Record the attention probabilities of every attention module of ``model`` (those with ``attention_impl``)
+    while the block runs; yields the list the records are appended to, in call order.
+
+    Inside the block the modules run their explicit path (SDPA does not return probabilities; the explicit path is
+    upstream's math, within 1e-5 of SDPA), and each module must return ``(output, probabilities)`` there, as ViLT's
+    ``Attention`` does; a module that returns something else is refused with an error naming it. Outputs are not
+    changed. On exit the forward hooks are removed and every module's ``attention_impl`` is restored."""
+    names = {m: n for n, m in model.named_modules() if hasattr(m, "attention_impl")}
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no attention module with an attention_impl to record")
+    records: List[AttentionRecord] = []
+
+    def hook(module, args, kwargs, output):
+        if not (isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], torch.Tensor)):
+            raise RuntimeError(
+                f"record_attention: {names[module]} ({type(module).__name__}) did not return (output, attention "
+                f"probabilities) from its explicit path; only such attention modules can be recorded")
+        records.append(AttentionRecord(names[module], input_of(args, kwargs).detach(), output[1].detach()))
+
+    saved = {m: m.attention_impl for m in names}
+    handles = []
+    try:
+        for m in names:
+            m.attention_impl = "explicit"
+            handles.append(m.register_forward_hook(hook, with_kwargs=True))
+        yield records
+    finally:
+        for h in handles:
+            h.remove()
+        for m, impl in saved.items():
+            m.attention_impl = impl
 
 
 def call_layer(layer: nn.Module, *args):

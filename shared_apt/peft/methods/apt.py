@@ -56,15 +56,21 @@ class APTConfig(MethodConfig):
     gate: bool = option(False, BOOL, "zero-start gate (not in the paper): dX times a scalar g initialised to 0")
 
 
+def apt_scores(x: torch.Tensor, keys: torch.Tensor, dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
+    """APT's scores A = ReLU(X K^T) [B, n, p] (single head, no scaling, no mask), with the optional dropout on A."""
+    a = torch.relu(x @ keys.transpose(-1, -2))
+    if dropout_p > 0.0:
+        a = F.dropout(a, dropout_p, training)
+    return a
+
+
 def apt_delta(x: torch.Tensor, keys: torch.Tensor, prompts: torch.Tensor, alpha: str = "token",
               detach_alpha: bool = True, dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
     """Reference APT update dX = alpha * ReLU(X K^T) P' (docs/methods.md).
 
     ``alpha``: "token" (official: per input token, max over the p prompts of A), "prompt" (per prompt, max over the
     d features of K), "global" (one max over K), "none" (alpha = 1). The last three are docs/methods.md's ablation readings."""
-    a = torch.relu(x @ keys.transpose(-1, -2))  # [B, n, p]
-    if dropout_p > 0.0:
-        a = F.dropout(a, dropout_p, training)
+    a = apt_scores(x, keys, dropout_p, training)  # [B, n, p]
     if alpha == "token":
         scale = a.amax(dim=-1, keepdim=True)
     elif alpha == "prompt":
@@ -232,6 +238,11 @@ class APTModule(TuningModule):
             cache.clear()
             cache[stamp] = k
         return k
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """This module's A = ReLU(X K^T) [B, n, p] for its query-side input ``x`` (``apt_scores``; the attention
+        maps of the APT paper's Fig. 3, ``shared_apt.harness.figures``, are drawn from it)."""
+        return apt_scores(x, self.keys(), self.dropout, self.training)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
         keys = self.keys()
