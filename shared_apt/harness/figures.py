@@ -19,7 +19,9 @@ per layer, the attention of the selected text and image tokens (rows) over the s
   (||LN1(h)_j||), next to APT's scores ReLU(X K^T) with each column j multiplied by ||P'_j||^2, concatenated to
   [N, N + p] and passed through a softmax over the last dimension (:func:`apt_attention_matrix`).
 * With several samples the matrices are averaged position by position over the samples where both the query and the
-  key are real tokens (padding excluded).
+  key are real tokens (padding excluded). ViLT orders the image patches at random (upstream's ``visual_embed``; the
+  tool seeds torch with ``--seed`` first), so an image position is a patch only within one sample: one sample is
+  drawn with each image token's patch "row,col" and each text token's string.
 * "Most active" tokens (the authors' selection code is not released): per group (text, image, prompt), the
   ``--text`` / ``--image`` / ``--prompts`` real tokens whose columns receive the largest total attention from all real
   text and image query rows of that layer (ties: lower position first), drawn in sequence order; fewer when fewer
@@ -470,9 +472,8 @@ def _attention(args) -> int:
     png = os.path.join(args.out, f"attention_{args.method}.png")
     npz = os.path.join(args.out, f"attention_{args.method}.npz")
     what = f"sample {args.index}" if args.samples == 1 else f"samples {args.index}-{args.index + args.samples - 1}"
-    draw_attention(png, maps, f"{args.method}: {os.path.basename(config['data_root'].rstrip(os.sep))} {args.split} "
-                              f"{what}; most active {args.text} text, {args.image} image, {args.prompts} prompt tokens",
-                   args.norm)
+    draw_attention(png, maps, f"{args.method}: {'+'.join(config['datasets'])} {args.split} {what}; most active "
+                              f"{args.text} text, {args.image} image, {args.prompts} prompt tokens", args.norm)
     save_npz(npz, maps)
     print(f"[figures] {len(maps)} layers: {png}, {npz}")
     return 0
