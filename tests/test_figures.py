@@ -10,9 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-import shared_apt
 from shared_apt.harness import figures
-from shared_apt.vl.speed import record_attention
+from shared_apt.vl.speed import record_attention, set_attention_impl
 
 from tiny import vilt_batch, vilt_config
 
@@ -43,9 +42,9 @@ def test_record_attention_leaves_outputs_unchanged_and_is_removed():
     attns = [m for m in model.modules() if hasattr(m, "attention_impl")]
     assert len(attns) == 2 and all(m.attention_impl == "sdpa" for m in attns)
     sdpa = _logits(model, batch)
-    shared_apt.vl.speed.set_attention_impl(model, "explicit")
+    set_attention_impl(model, "explicit")
     explicit = _logits(model, batch)
-    shared_apt.vl.speed.set_attention_impl(model, "sdpa")
+    set_attention_impl(model, "sdpa")
     with record_attention(model) as records:
         recorded = _logits(model, batch)
         assert all(m.attention_impl == "explicit" for m in attns)
@@ -110,6 +109,20 @@ def test_select_tokens_picks_the_most_attended_real_tokens():
         "Text-Text": (5, 5), "Text-Image": (5, 3), "Text-Prompt": (5, 4),
         "Image-Text": (3, 5), "Image-Image": (3, 3), "Image-Prompt": (3, 4)}
     assert parts["Text-Prompt"][0, 1] == pytest.approx(0.41)
+
+
+def test_layouts_of_the_three_prompt_methods():
+    text_masks, image_masks = torch.tensor([[1, 1, 0]]), torch.tensor([[1, 1]])
+    pre = figures.sequence_layout(text_masks, image_masks, 7, 7, "shallow_prompt", "prepend")
+    app = figures.sequence_layout(text_masks, image_masks, 7, 7, "shallow_prompt", "append")
+    deep = figures.sequence_layout(text_masks, image_masks, 5, 7, "deep_prompt")
+    assert (pre.text.tolist(), pre.image.tolist(), pre.prompt.tolist()) == ([2, 3, 4], [5, 6], [0, 1])
+    assert pre.valid.tolist() == [[True, True, True, True, False, True, True]]
+    assert (app.text.tolist(), app.image.tolist(), app.prompt.tolist()) == ([0, 1, 2], [3, 4], [5, 6])
+    assert app.valid.tolist() == [[True, True, False, True, True, True, True]]
+    assert (deep.text.tolist(), deep.image.tolist(), deep.prompt.tolist()) == ([0, 1, 2], [3, 4], [5, 6])
+    with pytest.raises(figures.FigureError, match="deep_prompt: expected 3 text \\+ 2 image positions"):
+        figures.sequence_layout(text_masks, image_masks, 7, 7, "deep_prompt")
 
 
 def test_apt_matrix_equals_the_authors_combination_by_hand():
@@ -204,7 +217,7 @@ def test_attention_tool_writes_png_and_six_parts(checkpoints, tmp_path, method):
     assert os.path.getsize(tmp_path / f"attention_{method}.png") > 1000
     data = np.load(tmp_path / f"attention_{method}.npz")
     # the real tokens of the drawn samples (any sample, when averaged): the counts the selection is clipped to
-    model, config, bb = figures.load_tuned_checkpoint(checkpoints[method], method=method)
+    model, config, bb = figures.load_finetuned_checkpoint(checkpoints[method], method=method)
     batch, _ = figures.sample_batch(config, bb, "val", 0, samples)
     with torch.no_grad():
         out = model.infer(batch)

@@ -129,9 +129,8 @@ def average_over_samples(matrix: torch.Tensor, layout: Layout):
 
 def row_normalised(matrix: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """Each row min-max normalised to [0, 1] over its real columns (the authors' drawing); padded columns 0."""
-    m = matrix.masked_fill(~real[None, :], float("nan"))
-    lo = torch.from_numpy(np.nanmin(m.numpy(), axis=1, keepdims=True))
-    hi = torch.from_numpy(np.nanmax(m.numpy(), axis=1, keepdims=True))
+    lo = matrix.masked_fill(~real[None, :], float("inf")).amin(dim=1, keepdim=True)
+    hi = matrix.masked_fill(~real[None, :], float("-inf")).amax(dim=1, keepdim=True)
     out = (matrix - lo) / (hi - lo).clamp(min=1e-12)
     return out.masked_fill(~real[None, :], 0.0)
 
@@ -203,7 +202,7 @@ def layer_maps(records, text_masks, image_masks, method: str, placement: str = "
 # Model, sample, recording
 
 
-def load_tuned_checkpoint(path: str, backbone: str = "vilt", method: Optional[str] = None,
+def load_finetuned_checkpoint(path: str, backbone: str = "vilt", method: Optional[str] = None,
                           data_root: Optional[str] = None):
     """(model in eval mode, its config, the Backbone) from a checkpoint written by the training driver: the Sacred
     config stored in ``hyper_parameters.config``, loaded with ``load_path=path, test_only=True`` (the project's
@@ -256,6 +255,8 @@ def attention_figure_data(model, batch, method: str, k_text: int = 15, k_image: 
     from shared_apt.peft.sites import backbone_spec
     from shared_apt.vl.speed import record_attention
 
+    if model.training:
+        raise FigureError("the attention figure is drawn in eval mode (no dropout): call model.eval() first")
     cfg = shared_apt.peft_config(model)
     if cfg is None or cfg.method != method:
         raise FigureError(f"the model is tuned with {None if cfg is None else cfg.method!r}, not {method!r}")
@@ -465,7 +466,7 @@ def draw_tradeoff(path: str, points: Dict[str, Point], metric: str, flops_note: 
 def _attention(args) -> int:
     from shared_apt.vl.data.text import get_tokenizer
 
-    model, config, bb = load_tuned_checkpoint(args.ckpt, args.backbone, args.method, args.data)
+    model, config, bb = load_finetuned_checkpoint(args.ckpt, args.backbone, args.method, args.data)
     batch, _ = sample_batch(config, bb, args.split, args.index, args.samples)
     maps = attention_figure_data(model, batch, args.method, args.text, args.image, args.prompts,
                                  get_tokenizer(config["tokenizer"]), args.seed)

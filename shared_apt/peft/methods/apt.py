@@ -240,8 +240,8 @@ class APTModule(TuningModule):
         return k
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """This module's A = ReLU(X K^T) [B, n, p] for its query-side input ``x`` (``apt_scores``; the attention
-        maps of the APT paper's Fig. 3, ``shared_apt.harness.figures``, are drawn from it)."""
+        """This module's A = ReLU(X K^T) [B, n, p] for its query-side input ``x`` (``apt_scores``; the APT paper's
+        attention maps, Fig. 3, are drawn from it)."""
         return apt_scores(x, self.keys(), self.dropout, self.training)
 
     def delta(self, x: torch.Tensor) -> torch.Tensor:
