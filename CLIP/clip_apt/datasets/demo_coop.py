@@ -21,10 +21,15 @@ def wnid(label: int) -> str:
 
 
 def make_coop_root(world: str, out: str) -> str:
-    """Write the layouts into ``out`` once (skipped when complete) and return ``out`` (CoOp's ``$DATA``)."""
-    done = os.path.join(out, ".complete")
-    if os.path.isfile(done):
+    """Write the layouts into ``out`` once (skipped when complete) and return ``out`` (CoOp's ``$DATA``). The folder
+    is built under a temporary name and renamed, so scripts started together never read a half-written copy."""
+    if os.path.isfile(os.path.join(out, ".complete")):
         return out
+    if os.path.isdir(out):  # an interrupted build of an older version: start again
+        shutil.rmtree(out)
+    final, out = out, f"{out}.tmp-{os.getpid()}"
+    if os.path.isdir(out):
+        shutil.rmtree(out)
     splits = read_split(world)
     names: Dict[int, str] = {it.label: it.classname for it in splits["train"]}
     labels = sorted(names)
@@ -57,5 +62,11 @@ def make_coop_root(world: str, out: str) -> str:
         copy([it for it in val if it.label in subset], wnid, root)
         with open(os.path.join(root, "README.txt"), "w") as f:
             f.write("demo copy of the shapes world (a class subset, as ImageNet-A/-R hold 200 of 1000 classes)\n")
-    open(done, "w").close()
-    return out
+    open(os.path.join(out, ".complete"), "w").close()
+    try:
+        os.rename(out, final)
+    except OSError:  # another process finished first
+        if not os.path.isfile(os.path.join(final, ".complete")):
+            raise
+        shutil.rmtree(out)
+    return final

@@ -54,8 +54,12 @@ def fewshot_splits(data: ClassificationData, num_shots: int, seed: int,
         sampled = {p: sampled[p] for p in parts}
         record = {"dataset": data.key, "num_shots": num_shots, "seed": seed,
                   **{p: _entries(sampled[p], data.image_root) for p in parts}}
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write_json(path, record)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_write_json(path, record)
+        except OSError as e:
+            raise FewshotCacheError(f"cannot write the few-shot cache {path!r} ({e}); set the config key "
+                                    f"fewshot_cache_dir to a writable folder") from e
     test_paths = {it.impath for it in test}
     for p in parts:
         leaked = [it.impath for it in sampled[p] if it.impath in test_paths]
