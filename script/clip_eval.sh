@@ -30,8 +30,9 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -z "$LOAD_PATH" ] && [ "$METHOD" != zeroshot ]; then
   LOAD_PATH="$RUN_DIR/tuned"
   if [ ! -d "$LOAD_PATH" ]; then
-    case "$PROTOCOL" in xd|dg) _script=clip_xd.sh ;; *) _script="clip_$PROTOCOL.sh" ;; esac
-    echo "error: no tuned weights at $LOAD_PATH: run script/$_script with the same variables first (or set CKPT)" >&2
+    case "$PROTOCOL" in xd|dg) _run=script/clip_xd.sh ;; all) _run="CLIP/run.py with protocol=all" ;;
+      *) _run="script/clip_$PROTOCOL.sh" ;; esac
+    echo "error: no tuned weights at $LOAD_PATH: run $_run with the same variables first (or set CKPT)" >&2
     exit 2
   fi
 fi
