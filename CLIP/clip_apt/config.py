@@ -13,8 +13,9 @@ ex = Experiment("CLIP", save_git_info=False)
 def config():
     exp_name = "clip"
     seed = 1
-    dataset = "folder"             # folder (generic split_zhou folder) or a CoOp key: imagenet, caltech101, oxford_pets,
-    #                                stanford_cars, oxford_flowers, food101, fgvc_aircraft, sun397, dtd, eurosat, ucf101
+    dataset = "folder"             # folder (a generic split_zhou folder) or a CoOp key: imagenet, caltech101,
+    #                                oxford_pets, stanford_cars, oxford_flowers, food101, fgvc_aircraft, sun397, dtd,
+    #                                eurosat, ucf101
     #                                (imagenetv2, imagenet_sketch, imagenet_a, imagenet_r: targets only)
     data_root = ""                 # dataset=folder: that folder; else CoOp's $DATA (the folder holding oxford_pets/...)
     image_dir = "images"           # dataset=folder only: image root inside the folder

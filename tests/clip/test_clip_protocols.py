@@ -60,7 +60,8 @@ def test_fewshot_cached_per_seed_val_capped_and_reused(tmp_path):
         fewshot_splits(load_dataset("oxford_pets", str(tmp_path)), 5, seed=2)
     # fewer images than K: all of them (CoOp without repeat); other cache folder
     small = fewshot_splits(data, 8, seed=1, cache_dir=str(tmp_path / "elsewhere"))
-    assert len(small["train"]) == 18 and len(small["val"]) == 12 and (tmp_path / "elsewhere/shot_8-seed_1.json").is_file()
+    assert len(small["train"]) == 18 and len(small["val"]) == 12
+    assert (tmp_path / "elsewhere/shot_8-seed_1.json").is_file()
 
 
 def test_fewshot_imagenet_samples_train_only(tmp_path):
@@ -143,3 +144,24 @@ def test_dg_refuses_a_target_with_classes_the_source_lacks(tmp_path):
     with pytest.raises(CLIPRunError, match=r"ImageNetR classes \['n07'\] are not classes of ImageNet"):
         run(dict(dataset="imagenet", data_root=str(tmp_path), clip_path=str(clip), protocol="dg", template=None,
                  num_shots=1, max_epochs=1, batch_size=4, target_datasets=["imagenet_r"], seed=1))
+
+
+def test_transforms_are_coops():
+    """Dassl (CoOp configs): test = Resize(shorter side, bicubic) -> CenterCrop -> ToTensor -> Normalize(CLIP);
+    train = RandomResizedCrop(scale (0.08, 1), bicubic) -> RandomHorizontalFlip -> ToTensor -> Normalize(CLIP)."""
+    import numpy as np
+    from torchvision import transforms as T
+
+    from clip_apt.datasets import test_transform, train_transform
+
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))  # 30 wide, 20 high
+    hand = np.asarray(im.resize((12, 8), Image.BICUBIC).crop((2, 0, 10, 8)), dtype=np.float32) / 255
+    hand = (hand - np.array([0.48145466, 0.4578275, 0.40821073])) / np.array([0.26862954, 0.26130258, 0.27577711])
+    got = test_transform(8)(im)
+    assert got.shape == (3, 8, 8)
+    assert torch.allclose(got, torch.tensor(hand, dtype=torch.float32).permute(2, 0, 1), atol=1e-5)
+    steps = train_transform(224).transforms
+    assert [type(s) for s in steps] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.ToTensor, T.Normalize]
+    assert steps[0].scale == (0.08, 1.0) and steps[0].size == (224, 224)
+    assert steps[0].interpolation == T.InterpolationMode.BICUBIC and steps[1].p == 0.5
