@@ -32,7 +32,7 @@ def config():
     protocol = "base2new"          # base2new | fewshot | xd (cross-dataset) | dg (ImageNet -> variants) | all
     target_datasets = None         # xd / dg targets; None = CoOp's (xd: the other ten datasets, dg: the 4 variants)
     test_only = False              # evaluate load_path's tuned weights (writes eval_results.json), no training
-    load_path = ""                 # tuned-weights folder written by a run (<run>/tuned)
+    load_path = ""                 # tuned weights of a run (<run>/tuned): evaluated (test_only) or trained further
     image_size = 224
     crop_min_scale = 0.08          # RandomResizedCrop scale (crop_min_scale, 1); CoOp: 0.08
     flip = True                    # random horizontal flip (CoOp: on)
