@@ -1,4 +1,5 @@
-"""Sacred configuration of CLIP prompt learning: ``python CLIP/run.py with data_root=... clip_path=... peft_coop``.
+"""Sacred configuration of CLIP prompt learning:
+``python CLIP/run.py with dataset=oxford_pets data_root=$DATA clip_path=ViT-B-16.pt peft_coop protocol=base2new``.
 
 Defaults are CoOp's recipe (Dassl): SGD momentum 0.9, weight decay 5e-4, lr 0.002, one warm-up epoch at constant
 1e-5 then per-epoch cosine, batch 32, 16 shots, base-to-new, template "a photo of a {}.". Named configs
@@ -12,17 +13,26 @@ ex = Experiment("CLIP", save_git_info=False)
 def config():
     exp_name = "clip"
     seed = 1
-    data_root = ""                 # folder with one split_zhou_*.json and images/
-    image_dir = "images"
+    dataset = "folder"             # folder (a generic split_zhou folder) or a CoOp key: imagenet, caltech101,
+    #                                oxford_pets, stanford_cars, oxford_flowers, food101, fgvc_aircraft, sun397, dtd,
+    #                                eurosat, ucf101
+    #                                (imagenetv2, imagenet_sketch, imagenet_a, imagenet_r: targets only)
+    data_root = ""                 # dataset=folder: that folder; else CoOp's $DATA (the folder holding oxford_pets/...)
+    image_dir = "images"           # dataset=folder only: image root inside the folder
+    fewshot_cache_dir = ""         # few-shot subsets shot_{K}-seed_{S}.json; "" = <dataset folder>/split_fewshot
     clip_path = ""                 # OpenAI-format CLIP: TorchScript archive or state dict
     text_heads = None              # override width // 64 (models that do not follow it)
     vision_heads = None
     peft_towers = ["text"]         # where attention-site methods (apt, lora, adapter) attach: text and/or vision
     peft = "zeroshot"
     peft_options = {}
-    template = "a photo of a {}."  # hard prompt (zero-shot, VPT, APT, LoRA, adapters)
-    num_shots = 16                 # K shots per class (< 1: all)
-    protocol = "base2new"          # base2new: train on base, test base and new; all: train and test on every class
+    method_label = ""              # results' method_label (tells option variants apart); "" = peft
+    template = None                # hard prompt (zero-shot, VPT, APT, LoRA, adapters); None = each dataset's CoOp one
+    num_shots = 16                 # K shots per class (< 1: all, protocols all and base2new only)
+    protocol = "base2new"          # base2new | fewshot | xd (cross-dataset) | dg (ImageNet -> variants) | all
+    target_datasets = None         # xd / dg targets; None = CoOp's (xd: the other ten datasets, dg: the 4 variants)
+    test_only = False              # evaluate load_path's tuned weights (writes eval_results.json), no training
+    load_path = ""                 # tuned weights of a run (<run>/tuned): evaluated (test_only) or trained further
     image_size = 224
     crop_min_scale = 0.08          # RandomResizedCrop scale (crop_min_scale, 1); CoOp: 0.08
     flip = True                    # random horizontal flip (CoOp: on)
@@ -144,8 +154,9 @@ def main(_run, peft_options):
 
     from shared_apt.vl.training.run import check_cli_modifications, command_line_added_keys, plain
 
-    from .train import run
+    from .train import run, summary
 
     check_cli_modifications(SimpleNamespace(added=command_line_added_keys(ex, _run)), ("peft_options",))
     result = run(plain(_run.config))
+    print(f"[clip] {summary(result)}", flush=True)
     return {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

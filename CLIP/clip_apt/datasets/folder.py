@@ -36,20 +36,32 @@ def read_split(root: str, image_dir: str = "images") -> Dict[str, List[SplitItem
     if len(found) != 1:
         raise FileNotFoundError(f"{root!r} must hold exactly one split_zhou_*.json (CoOp's split format); "
                                 f"found {[os.path.basename(f) for f in found]}")
-    with open(found[0]) as f:
-        split = json.load(f)
-    missing = [s for s in SPLITS if s not in split]
+    return read_split_file(found[0], os.path.join(root, image_dir))
+
+
+def read_split_file(path: str, image_root: str) -> Dict[str, List[SplitItem]]:
+    """One CoOp split file: a JSON object with ``train``, ``val``, ``test`` lists of ``[path under image_root,
+    integer label, classname]``; paths are joined to ``image_root``."""
+    with open(path) as f:
+        try:
+            split = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path!r} is not valid JSON: {e}") from e
+    missing = [s for s in SPLITS if not isinstance(split, dict) or s not in split]
     if missing:
-        raise KeyError(f"{found[0]!r} lacks the split(s) {missing} (expected keys {SPLITS})")
-    out = {}
-    for name in SPLITS:
-        items = []
-        for i, entry in enumerate(split[name]):
-            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], int)):
-                raise ValueError(f"{found[0]!r} {name}[{i}] = {entry!r}: expected [path, integer label, classname]")
-            items.append(SplitItem(os.path.join(root, image_dir, entry[0]), entry[1], entry[2]))
-        out[name] = items
-    return out
+        raise KeyError(f"{path!r} lacks the split(s) {missing} (expected keys {SPLITS})")
+    return {name: split_items(split[name], image_root, f"{path!r} {name}") for name in SPLITS}
+
+
+def split_items(entries, image_root: str, where: str) -> List[SplitItem]:
+    """``[relative path, integer label, classname]`` lists (CoOp's split entries) as items under ``image_root``."""
+    items = []
+    for i, entry in enumerate(entries):
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and isinstance(entry[1], int) and not isinstance(entry[1], bool) and isinstance(entry[2], str)):
+            raise ValueError(f"{where}[{i}] = {entry!r}: expected [path, integer label, classname]")
+        items.append(SplitItem(os.path.join(image_root, entry[0]), entry[1], entry[2]))
+    return items
 
 
 def classnames_of(items: Sequence[SplitItem]) -> List[str]:
