@@ -20,6 +20,7 @@ set -eu
 : "${RANK:=4}"                     # APT r / LoRA rank
 : "${ATTENTION:=both}"             # attn1 | attn2 | both
 : "${GATE:=false}"                 # APT zero-start gate
+: "${TRAIN_TEXT_ENCODER:=false}"   # also tune the text encoder (APT: its 12 attention sites; lora: peft LoRA on it)
 : "${PRECISION:=32-true}"          # 16-mixed / bf16-mixed on GPU
 : "${GRADIENT_CHECKPOINTING:=false}"
 : "${CHECKPOINT_EVERY:=250}"
@@ -53,5 +54,6 @@ exec "$PY" -m sd_apt.dreambooth --model-dir "$MODEL_DIR" --instance-dir "$INSTAN
   --identifier "$IDENTIFIER" --output-dir "$OUT_DIR" --class-dir "$CLASS_DIR" --num-class-images "$NUM_CLASS_IMAGES" \
   --max-steps "$STEPS" --learning-rate "$LR" --train-batch-size "$BATCH_SIZE" --resolution "$RESOLUTION" \
   --method "$METHOD" --num-prompts "$NUM_PROMPTS" --rank "$RANK" --attention "$ATTENTION" --gate "$GATE" \
+  --train-text-encoder "$TRAIN_TEXT_ENCODER" \
   --precision "$PRECISION" --gradient-checkpointing "$GRADIENT_CHECKPOINTING" --checkpoint-every "$CHECKPOINT_EVERY" \
   --resume "$RESUME" --seed "$SEED" $EXTRA
