@@ -11,12 +11,13 @@ a tiny latent diffusion model, on the CPU in minutes.
 3. DreamBooth with APT on the UNet (p, r = 22, 4: 15,368 parameters, budget-matched to LoRA r 4's 15,360 at these
    widths), with APT on the UNet's cross-attention and the text encoder ("apt_text", p 40: 15,366 parameters), with
    the LoRA baseline, and (``--control 1``) with the project's LoRA on self-attention only ("lora_attn1"); same data,
-   class images, steps and seeds (``sd_apt.dreambooth``); learning rates ``--apt-lr`` and ``--lr`` (both 1e-3).
-   Why apt_text: APT's side path reads only the query-side hidden states (the latent tokens), so on the UNet alone
-   it never reads the prompt and cannot tell "a photo of a sks circle" from the class prompt that prior preservation
-   holds fixed; it fits the subject's denoising as well as LoRA does, but as a change for every prompt. On the text
-   encoder the identifier is one of the tokens it reads. lora_attn1 is the control: LoRA limited to what APT on the
-   UNet reads behaves like it. The identifier gap (``identifier_gap``) measures this directly.
+   class images, steps and seeds (``sd_apt.dreambooth``). Learning rates: ``--lr`` (1e-3) for LoRA, ``--apt-lr``
+   for APT, by default 5 x ``--lr`` (the APT paper's rule, ``weights.APT_LR_FACTOR``; script/sd_dreambooth.sh uses it
+   too). Why apt_text: APT's side path reads only the query-side hidden states (the latent tokens), so on the UNet
+   alone it reads the prompt only through what the frozen cross-attention layers wrote into them and cannot tell
+   "a photo of a sks circle" from the class prompt that prior preservation holds fixed; on the text encoder the
+   identifier is one of the tokens it reads. lora_attn1 is the control: LoRA limited to what APT on the UNet reads
+   behaves like it. The identifier gap (``identifier_gap``) measures this directly.
 4. Samples of the untuned model, APT and LoRA for the same prompts and seeds; a grid (prompts x methods); DINO /
    CLIP-I / CLIP-T with tiny random encoders (they only exercise the metric code), the identifier gap, and two
    image-space fidelity measures against the subject images: colour-histogram distance of the foreground (pixels
@@ -45,6 +46,7 @@ from PIL import Image
 from shared_apt.vl.data.demo_world import BACKGROUND, COLORS, SHAPES, SceneObject, render_scene
 
 from . import tiny
+from .weights import APT_LR_FACTOR
 
 IMAGE = 32
 TEXT_LEN = 16
@@ -167,12 +169,15 @@ def _pixels(images: list) -> torch.Tensor:
     return torch.stack([torch.from_numpy(np.asarray(im, np.float32) / 127.5 - 1.0).permute(2, 0, 1) for im in images])
 
 
-def pretrain(out_dir: str, vae_steps: int, unet_steps: int, seed: int = 0, log=print) -> str:
+def pretrain(out_dir: str, vae_steps: int, unet_steps: int, seed: int = 0, log=print,
+             transformer_layers: int = 1) -> str:
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     torch.manual_seed(seed)
     tok = tiny.word_tokenizer(vocabulary(), max_length=TEXT_LEN)
-    vae, unet, text_encoder = tiny.vae(sample_size=IMAGE), tiny.unet(sample_size=IMAGE // 2), tiny.text_encoder(len(tok))
+    vae = tiny.vae(sample_size=IMAGE)
+    unet = tiny.unet(sample_size=IMAGE // 2, transformer_layers=transformer_layers)
+    text_encoder = tiny.text_encoder(len(tok))
     data = world(1024, seed)
     x_all = _pixels([im for im, _ in data])
     ids_all = tok([c for _, c in data], padding="max_length", max_length=TEXT_LEN, return_tensors="pt").input_ids
@@ -222,20 +227,22 @@ def pretrain(out_dir: str, vae_steps: int, unet_steps: int, seed: int = 0, log=p
     return tiny.save_pipeline(pipe, out_dir)
 
 
-def prepare(cache: str, vae_steps: int, unet_steps: int, seed: int = 0, fresh: bool = False, log=print) -> dict:
+def prepare(cache: str, vae_steps: int, unet_steps: int, seed: int = 0, fresh: bool = False, log=print,
+            transformer_layers: int = 1) -> dict:
     """Pre-train (once) and write the subject images; returns the paths."""
     root = os.path.abspath(os.path.expanduser(cache))
-    tag = f"v{vae_steps}_u{unet_steps}_s{seed}"
+    tag = f"v{vae_steps}_u{unet_steps}_s{seed}_t{transformer_layers}"
     model_dir = os.path.join(root, f"tiny_sd_{tag}")
     subject_dir = os.path.join(root, "subject")
     marker = os.path.join(model_dir, DONE)
     if fresh and os.path.isdir(model_dir):
         shutil.rmtree(model_dir)
     if not os.path.isfile(marker):
-        t0 = time.time()
-        pretrain(model_dir, vae_steps, unet_steps, seed, log)
+        t0, c0 = time.time(), time.process_time()
+        pretrain(model_dir, vae_steps, unet_steps, seed, log, transformer_layers)
         with open(marker, "w") as f:
-            json.dump({"seconds": time.time() - t0, "vae_steps": vae_steps, "unet_steps": unet_steps}, f)
+            json.dump({"seconds": time.time() - t0, "cpu_seconds": time.process_time() - c0, "vae_steps": vae_steps,
+                       "unet_steps": unet_steps, "transformer_layers": transformer_layers}, f)
     os.makedirs(subject_dir, exist_ok=True)
     for i, im in enumerate(subject_images()):
         im.save(os.path.join(subject_dir, f"{i}.png"))
@@ -247,6 +254,10 @@ def prepare(cache: str, vae_steps: int, unet_steps: int, seed: int = 0, fresh: b
 # The comparison
 
 
+def apt_lr(args) -> float:
+    return args.apt_lr if args.apt_lr is not None else APT_LR_FACTOR * args.lr
+
+
 def run(args) -> dict:
     from .dreambooth import DreamBoothConfig, load_pipeline, train
     from .evaluate import ClipEncoder, DinoEncoder, dreambooth_metrics, read_samples
@@ -255,7 +266,8 @@ def run(args) -> dict:
 
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    paths = prepare(args.cache, args.vae_steps, args.unet_steps, args.seed, args.fresh)
+    paths = prepare(args.cache, args.vae_steps, args.unet_steps, args.seed, args.fresh,
+                    transformer_layers=args.transformer_layers)
     out = os.path.abspath(args.out or os.path.join(args.cache, "sd_compare"))
     if os.path.isdir(out):
         shutil.rmtree(out)
@@ -269,6 +281,12 @@ def run(args) -> dict:
     }
     if args.control:  # LoRA restricted to what APT on the UNet reads: self-attention only, no text-side projection
         methods["lora_attn1"] = MethodConfig("project_lora", rank=args.rank, attention="attn1")
+    if args.methods:
+        keep = args.methods.split(",")
+        unknown = sorted(set(keep) - set(methods))
+        if unknown:
+            raise ValueError(f"--methods {args.methods!r}: unknown {unknown}; expected names from {sorted(methods)}")
+        methods = {k: v for k, v in methods.items() if k in keep}
     runs = {"untuned": ""}
     for name, method in methods.items():
         t0 = time.time()
@@ -279,7 +297,8 @@ def run(args) -> dict:
             class_dir=os.path.join(out, "class_images"), num_class_images=args.class_images,
             class_inference_steps=args.sample_steps, class_guidance_scale=args.guidance, resolution=IMAGE,
             center_crop=True, max_steps=args.steps, checkpoint_every=args.steps,
-            learning_rate=args.apt_lr if method.method == "apt" else args.lr,
+            with_prior_preservation=args.prior_loss_weight > 0, prior_loss_weight=args.prior_loss_weight,
+            learning_rate=apt_lr(args) if method.method == "apt" else args.lr,
             progress_bar=args.progress, seed=args.seed, method=method)
         runs[name] = train(cfg)
         timings[f"dreambooth_{name}_s"] = round(time.time() - t0, 1)
@@ -311,7 +330,8 @@ def run(args) -> dict:
     make_grid(rows, os.path.join(out, "grid.png"), cell=64,
               col_labels=[f"{name}" if j == 0 else "" for name in runs for j in range(args.num_images)])
     timings["total_s"] = round(time.time() - t_start, 1)
-    report = {"results": results, "prompts": PROMPTS, "timings": timings, "settings": vars(args)}
+    report = {"results": results, "prompts": PROMPTS, "timings": timings,
+              "settings": {**vars(args), "apt_lr": apt_lr(args)}}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(report, f, indent=2)
     table = render(results)
@@ -340,7 +360,7 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m sd_apt.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "apt_vl_demo", "sd"))
     ap.add_argument("--out", default="")
@@ -348,12 +368,15 @@ def main(argv=None) -> int:
     ap.add_argument("--fresh", action="store_true", help="pre-train again even if cached")
     ap.add_argument("--vae-steps", type=int, default=200)
     ap.add_argument("--unet-steps", type=int, default=600)
+    ap.add_argument("--transformer-layers", type=int, default=1,
+                    help="tiny UNet: transformer blocks per attention (diffusers' transformer_layers_per_block)")
+    ap.add_argument("--methods", default="", help="comma list: run only these (apt, apt_text, lora, lora_attn1)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest at this size)")
     ap.add_argument("--steps", type=int, default=400, help="DreamBooth steps per method")
     ap.add_argument("--lr", type=float, default=1e-3, help="DreamBooth learning rate of LoRA")
-    ap.add_argument("--apt-lr", type=float, default=1e-3,
-                    help="DreamBooth learning rate of APT (its side path scales with the cube of the prompts' size, "
-                         "which start at std 0.02)")
+    ap.add_argument("--apt-lr", type=float, default=None,
+                    help=f"DreamBooth learning rate of APT (default: {APT_LR_FACTOR} x --lr, the APT paper's rule: "
+                         "the baseline recipe's learning rate times five)")
     ap.add_argument("--apt-prompts", type=int, default=22, help="APT p on the UNet (22: budget-matched to LoRA r 4 "
                     "here)")
     ap.add_argument("--apt-text-prompts", type=int, default=40,
@@ -365,16 +388,22 @@ def main(argv=None) -> int:
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--gate", action="store_true", help="APT zero-start gate")
     ap.add_argument("--class-images", type=int, default=16)
+    ap.add_argument("--prior-loss-weight", type=float, default=1.0,
+                    help="DreamBooth prior-preservation weight (0: no prior preservation, no class images)")
     ap.add_argument("--num-images", type=int, default=4)
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--progress", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     if args.prepare:
         torch.set_num_threads(args.threads)
         paths = prepare(args.cache, args.vae_steps, args.unet_steps, args.seed, args.fresh,
-                        log=lambda m: print(m, file=sys.stderr))
+                        log=lambda m: print(m, file=sys.stderr), transformer_layers=args.transformer_layers)
         for k, v in paths.items():
             print(f"DEMO_{k.upper()}={shlex.quote(str(v))}")
         return 0

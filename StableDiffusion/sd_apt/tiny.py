@@ -28,16 +28,18 @@ def word_tokenizer(words: Iterable[str], max_length: int = MAX_LEN):
                                    model_max_length=max_length)
 
 
-def unet(width: int = 32, cross_dim: int = 32, sample_size: int = 16, layers: int = 1, heads: int = 8):
+def unet(width: int = 32, cross_dim: int = 32, sample_size: int = 16, layers: int = 1, heads: int = 8,
+         transformer_layers: int = 1):
     """Two resolutions (width, 2*width); transformer blocks in the low-resolution down block, the mid block and the
-    first up block (4 blocks, 8 Attention modules), ``heads`` heads."""
+    first up block, ``heads`` heads. ``transformer_layers`` stacked ``BasicTransformerBlock`` s per attention
+    (diffusers' ``transformer_layers_per_block``): 1 gives 4 blocks (8 Attention modules), 2 gives 8, 3 gives 12."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=layers,
         block_out_channels=(width, 2 * width), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=cross_dim, attention_head_dim=heads,
-        norm_num_groups=8)
+        norm_num_groups=8, transformer_layers_per_block=transformer_layers)
 
 
 def vae(width: int = 16, sample_size: int = 32):

@@ -26,6 +26,9 @@ PEFT_LORA = "lora"           # the baseline: peft LoraConfig exactly as diffuser
 PROJECT_LORA = "project_lora"  # shared_apt's lora on the same four projections
 METHODS = ("apt", PEFT_LORA, PROJECT_LORA)
 SHARED_NAME = {"apt": "apt", PROJECT_LORA: "lora"}
+# APT's learning rate = this x the baseline recipe's (the APT paper: "follow its default settings and increase the
+# learning rate by five times"); script/sd_dreambooth.sh and the demo apply it (LoRA 1e-4 -> APT 5e-4)
+APT_LR_FACTOR = 5
 
 
 @dataclass

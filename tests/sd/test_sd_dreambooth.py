@@ -100,3 +100,40 @@ def test_tuned_weights_round_trip(world, method):
     name = "tuned.safetensors" if method.method == "apt" else "pytorch_lora_weights.safetensors"
     first, second = load_file(os.path.join(out, name)), load_file(os.path.join(again, name))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+@pytest.mark.parametrize("gate", ["demo", True])
+def test_apt_gets_gradients_through_the_unet_at_the_first_step(world, gate):
+    """The first DreamBooth step (prior preservation on, the demo's gate setting and the gated start): every APT
+    tensor is in the optimiser, and the loss reaches APT through the frozen UNet. By the initialisation (W2 = 0, gate
+    g = 0) the gradients that must vanish are known exactly: dL/dW1 = P'^T dL/dK W2^T = 0; with the gate at 0 the
+    side path is multiplied by 0, so P', W1, W2 get none while g and s do."""
+    from sd_apt import demo
+    from sd_apt.dreambooth import DreamBoothData, DreamBoothModule, DreamBoothSteps, ensure_class_images, \
+        load_pipeline
+
+    if gate == "demo":
+        gate = demo.parser().parse_args([]).gate
+    cfg = _cfg(world, f"grad_{gate}", MethodConfig("apt", num_prompts=4, rank=2, gate=gate))
+    pipe = load_pipeline(cfg.model_dir)
+    data = DreamBoothData(cfg, pipe.tokenizer, ensure_class_images(pipe, cfg, "cpu"))
+    module = DreamBoothModule(cfg, pipe)
+    apt = {n: p for n, p in module.named_parameters() if ".peft_apt." in n}
+    per_module = 5 if gate else 4  # prompts, w1, w2, log_scale (+ gate)
+    assert len(apt) == 8 * per_module  # 8 attention modules of the tiny UNet
+    optimised = {id(p) for group in module.configure_optimizers()["optimizer"].param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in apt.values()}
+    steps = DreamBoothSteps(data.instance, data.classes, data.instance_ids, data.class_ids, cfg.resolution,
+                            cfg.center_crop, cfg.seed, 0, 1)
+    batch = collate([steps[0]])
+    assert batch["pixel_values"].shape[0] == 2  # instance + class example
+    module.training_step(batch, 0).backward()
+    for name, p in apt.items():
+        leaf = name.rsplit(".", 1)[1]
+        zero = leaf == "w1" or (gate and leaf in ("prompts", "w2"))
+        assert p.grad is not None, name
+        if zero:
+            assert torch.count_nonzero(p.grad) == 0, name
+        else:
+            assert p.grad.abs().max() > 1e-7, name
