@@ -1,6 +1,7 @@
 """Contrastive pre-training of a tiny CLIP on captioned images (CLIP's symmetric InfoNCE loss, learnable
 temperature), saved as an OpenAI-format state dict that ``load_clip`` reads back. The demo trains on its world's
-``captions.json``; the real-data bench (``clip_apt.bench``) on (image path, caption) pairs of a dataset's train split."""
+``captions.json``; the real-data bench (``clip_apt.bench``) on (image path, caption) pairs of a dataset's train
+split."""
 from __future__ import annotations
 
 import json

@@ -198,8 +198,9 @@ def base2new_tables(runs, expected_seeds, notes: _Notes):
         if incomplete:
             notes.missing.append(f"base2new average of {m}: {len(have)} of {len(datasets)} datasets "
                                  f"(lacks {[d for d in datasets if d not in have]})")
-        avg[m] = {"base": b, "base_std": b_std, "new": n, "new_std": n_std, "h": harmonic_mean(b, n)
-                  if n is not None else None, "datasets": have, "partial": incomplete or any(r["partial"] for r in rows)}
+        avg[m] = {"base": b, "base_std": b_std, "new": n, "new_std": n_std,
+                  "h": harmonic_mean(b, n) if n is not None else None, "datasets": have,
+                  "partial": incomplete or any(r["partial"] for r in rows)}
     lines = [f"## Base-to-new generalisation (shots {', '.join(map(str, shots))}; seeds {seeds}; mean ± std over "
              f"seeds; H of the mean base and new)", ""]
     blocks = [(f"Average over {len(datasets)} datasets (H of the averaged base and new)", avg)] + \

@@ -1,7 +1,6 @@
 """clip_apt.report on hand-made results.json trees (numbers computed by hand in the comments) and UPT's variance
 measures on features with known variance."""
 import json
-import math
 import os
 
 import pytest
