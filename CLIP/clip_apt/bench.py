@@ -260,6 +260,17 @@ def caption_pairs(data: str) -> List[Tuple[str, str]]:
     return pairs
 
 
+def context_length_for(classnames: Sequence[str], minimum: int = 24) -> int:
+    """The tiny CLIP's text context: the demo's 24 tokens, or more (a multiple of 8) when the longest evaluation
+    prompt or caption of these class names needs more than 24 - 4 tokens (4 spare: SOT / EOT and prompt-learner
+    context longer than the 4 words it replaces)."""
+    from .modules.tokenizer import encode
+
+    longest = max(len(encode(t.format(c.replace("_", " ")))) for c in classnames
+                  for t in [EVAL_TEMPLATE] + CAPTION_TEMPLATES)
+    return max(minimum, 8 * math.ceil((longest + 4) / 8))
+
+
 def method_key(method: str, options: dict) -> str:
     """JSON key of a METHODS row: the registry name, ``upt_token_mixing`` for UPT with the paper's token mixing."""
     return method + ("_token_mixing" if method == "upt" and options.get("token_mixing") else "")
@@ -305,6 +316,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="write the summary JSON here too")
     ap.add_argument("--methods", default="all", help="comma list of registry names of demo methods (default all)")
     ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--lr", type=float, default=0.002, help="SGD learning rate of every method (CoOp's 0.002)")
     ap.add_argument("--min-steps", type=int, default=200, help="at least this many optimiser steps per method")
     ap.add_argument("--pretrain-steps", type=int, default=1500,
                     help="about this many pre-training steps (batch 64; whole passes over the caption pairs)")
@@ -352,12 +364,13 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     base = os.path.dirname(data)
+    g = dict(g, context_length=context_length_for(info["classnames"]))
     print(f"[bench] {info['folder']}: {info['layout']}; {info['classes']} classes; images "
           f"{info['images']}; copy {data}", flush=True)
     for note in info["notes"]:
         print(f"[bench] note: {note}", flush=True)
     pairs = caption_pairs(data)
-    clip_path = os.path.join(base, f"tiny_clip_s{args.pretrain_steps}.pt")
+    clip_path = os.path.join(base, f"tiny_clip_s{args.pretrain_steps}_c{g['context_length']}.pt")
     if not os.path.isfile(clip_path):
         print(f"[bench] pre-training the tiny CLIP on {len(pairs)} (train image, caption) pairs, about "
               f"{args.pretrain_steps} steps ...", flush=True)
@@ -370,7 +383,8 @@ def main(argv=None) -> int:
     common = resolve_config(ex, (), dict(
         exp_name="bench", data_root=data, clip_path=clip_path, text_heads=g["text_heads"],
         vision_heads=g["vision_heads"], image_size=g["image_size"], crop_min_scale=0.8, flip=False,
-        num_shots=args.shots, template=EVAL_TEMPLATE, protocol="base2new", output_dir=os.path.join(out, "runs")))
+        num_shots=args.shots, template=EVAL_TEMPLATE, protocol="base2new", lr=args.lr,
+        output_dir=os.path.join(out, "runs")))
     for seed in range(1, args.seeds + 1):
         for label, method, options, _ in wanted:
             key = method_key(method, options)
@@ -400,6 +414,7 @@ def main(argv=None) -> int:
     result = {"methods": {}, "dataset": info, "shots": args.shots, "seeds": list(range(1, args.seeds + 1)),
               "n_base_classes": n_base, "n_new_classes": info["classes"] - n_base, "geometry": g,
               "pretrain_steps": args.pretrain_steps, "epochs": args.epochs, "min_steps": args.min_steps,
+              "lr": args.lr,
               "caption_templates": CAPTION_TEMPLATES, "eval_template": EVAL_TEMPLATE,
               "pretrain_s": round(t_pre, 1), "total_s": round(elapsed, 1),
               "cpu_s": round(time.process_time() - c0, 1)}

@@ -280,7 +280,8 @@ def fewshot_tables(runs, expected_seeds, notes: _Notes):
             rows.append([m] + ["dup" if table[m].get(k, {}).get("conflict") else
                                _fmt(table[m][k]["acc"], table[m][k]["std"], table[m][k]["partial"]) if k in table[m]
                                else "–" for k in shots])
-        lines += [f"### {title}", ""] + _md(["method"] + [f"{_shot_name(k)} shots" for k in shots], rows) + [""]
+        header = ["method"] + [f"{_shot_name(k)} shot{'' if k == 1 else 's'}" for k in shots]
+        lines += [f"### {title}", ""] + _md(header, rows) + [""]
     return lines, {"seeds": seeds, "shots": shots, "datasets": data, "average": avg}
 
 
