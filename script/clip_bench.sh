@@ -6,8 +6,8 @@
 # class folders (split 50/20/30 per class here). Copies the images (RGB, 64 px) into a cache, pre-trains the tiny
 # CLIP contrastively on the train split (all classes; captions never use the evaluation template), then runs every
 # method of the CLIP demo on base-to-new K-shot and prints the demo's table (params, GFLOPs, base / new / H).
-# A real set to try: `.venv/bin/python -m clip_apt.bench --from-sklearn-digits /tmp/digits` writes scikit-learn's
-# bundled handwritten digits as class folders. Options: `python -m clip_apt.bench --help` (--methods, --epochs,
+# A real set to try: `sh script/clip_bench.sh --from-sklearn-digits digits` writes scikit-learn's bundled
+# handwritten digits as class folders into digits/. Options: `python -m clip_apt.bench --help` (--methods, --epochs,
 # --pretrain-steps, --image-dir, --cache, --out).
 set -eu
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,8 +25,8 @@ for a in "$@"; do
   shift
   if [ "$next_is_path" = 1 ]; then set -- "$@" "$(abs "$a")"; next_is_path=0; continue; fi
   case "$a" in
-    --json|--out|--cache) set -- "$@" "$a"; next_is_path=1 ;;
-    --json=*|--out=*|--cache=*) set -- "$@" "${a%%=*}=$(abs "${a#*=}")" ;;
+    --json|--out|--cache|--from-sklearn-digits) set -- "$@" "$a"; next_is_path=1 ;;
+    --json=*|--out=*|--cache=*|--from-sklearn-digits=*) set -- "$@" "${a%%=*}=$(abs "${a#*=}")" ;;
     -*) set -- "$@" "$a" ;;
     *) if [ -d "$a" ]; then set -- "$@" "$(cd "$a" && pwd)"; else set -- "$@" "$a"; fi ;;
   esac
