@@ -177,7 +177,7 @@ def read_folder(folder: str, image_dir: str = None) -> Tuple[Dict[str, List[Item
     return splits, layout, notes
 
 
-def _load_rgb(path: str):
+def load_rgb(path: str):
     """Any PIL image as RGB: EXIF orientation, transparency composed on white, 16-bit / float scaled by its max."""
     import numpy as np
     from PIL import Image, ImageOps
@@ -234,7 +234,7 @@ def prepare(folder: str, cache: str, image_size: int, image_dir: str = None, log
     for s in ("train", "val", "test"):
         rows = []
         for i, (p, y, c) in enumerate(splits[s]):
-            im = _load_rgb(p)
+            im = load_rgb(p)
             w, h = im.size
             scale = keep / min(w, h)
             im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BICUBIC)

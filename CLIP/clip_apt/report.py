@@ -431,7 +431,7 @@ def dataset_variances(model, folder: str, split: str = "test", template: str = "
     import torch
     from torch.utils.data import DataLoader
 
-    from .bench import _load_rgb, read_folder
+    from .bench import load_rgb, read_folder
     from .datasets import test_transform
     from .modules.tokenizer import tokenize
 
@@ -458,7 +458,7 @@ def dataset_variances(model, folder: str, split: str = "test", template: str = "
             return len(items)
 
         def __getitem__(self, i):
-            return tf(_load_rgb(items[i][0])), items[i][1]
+            return tf(load_rgb(items[i][0])), items[i][1]
 
     model.eval()
     feats, labels = [], []
