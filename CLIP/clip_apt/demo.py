@@ -44,6 +44,22 @@ def _profile_rows(labels):
     return {r.label: r for r in result}
 
 
+def method_table(rows, wanted) -> str:
+    """The demo's markdown table; ``rows[i]`` (label, trainable_params, base_acc, new_acc, harmonic_mean) belongs to
+    ``wanted[i]`` (a METHODS entry) and gains its ViT-B/16 accounting (vit_b16_params, gflops_per_image / prompt)."""
+    prof = _profile_rows({m[3] for m in wanted})
+    lines = ["| method | params (demo) | params (ViT-B/16) | add. GFLOPs / image | add. GFLOPs / prompt | base | new "
+             "| H |", "|---|---|---|---|---|---|---|---|"]
+    for row, (_, _, _, plabel) in zip(rows, wanted):
+        p = prof[plabel]
+        row.update(vit_b16_params=p.trainable, gflops_per_image=p.macs_per_image / 1e9,
+                   gflops_per_prompt=p.macs_per_prompt / 1e9)
+        lines.append(f"| {row['label']} | {row['trainable_params']:,} | {p.trainable:,} | "
+                     f"{row['gflops_per_image']:.4f} | {row['gflops_per_prompt']:.4f} | {row['base_acc']:.1f} | "
+                     f"{row['new_acc']:.1f} | {row['harmonic_mean']:.1f} |")
+    return "\n".join(lines)
+
+
 def _plot(rows, path):
     import matplotlib
 
@@ -123,17 +139,7 @@ def main(argv=None) -> int:
         print(f"[demo] {label:28s} base {r['base_acc']:5.1f}  new {r['new_acc']:5.1f}  "
               f"H {r['harmonic_mean']:5.1f}  ({r['train_time_s']:.0f}s)", flush=True)
     print("[demo] accounting at ViT-B/16 shapes (meta device) ...", flush=True)
-    prof = _profile_rows({m[3] for m in wanted})
-    lines = ["| method | params (demo) | params (ViT-B/16) | add. GFLOPs / image | add. GFLOPs / prompt | base | new "
-             "| H |", "|---|---|---|---|---|---|---|---|"]
-    for row, (_, _, _, plabel) in zip(rows, wanted):
-        p = prof[plabel]
-        row.update(vit_b16_params=p.trainable, gflops_per_image=p.macs_per_image / 1e9,
-                   gflops_per_prompt=p.macs_per_prompt / 1e9)
-        lines.append(f"| {row['label']} | {row['trainable_params']:,} | {p.trainable:,} | "
-                     f"{row['gflops_per_image']:.4f} | {row['gflops_per_prompt']:.4f} | {row['base_acc']:.1f} | "
-                     f"{row['new_acc']:.1f} | {row['harmonic_mean']:.1f} |")
-    table = "\n".join(lines)
+    table = method_table(rows, wanted)
     def write_table(tmp):
         with open(tmp, "w") as f:
             f.write(table + "\n")
