@@ -395,7 +395,7 @@ def main(argv=None) -> int:
             steps = n_train // batch if n_train >= batch else 1
             epochs = max(args.epochs, math.ceil(args.min_steps / steps))
             r = run(dict(common, exp_name=f"bench_{key}", seed=seed, batch_size=batch, max_epochs=epochs,
-                         peft=method, peft_options=options))
+                         peft=method, peft_options=options, method_label=key))
             _label_results(r["output_dir"], label, key, os.path.basename(info["folder"].rstrip("/")))
             per_method.setdefault(key, []).append(r)
             print(f"[bench] seed {seed} {label:28s} base {r['base_acc']:5.1f}  new {r['new_acc']:5.1f}  "
@@ -453,12 +453,14 @@ def _fewshot_base_train(data: str, shots: int, seed: int):
 
 
 def _label_results(run_dir: str, label: str, key: str, dataset: str) -> None:
-    """Add ``method_label`` and ``dataset`` to a run's results.json (the report's keys) when the writer lacks them."""
+    """Name the run's results.json after the bench's input folder (``dataset``; the run itself sees the cached copy
+    ``.../data``) and add the table's row label (``display_label``)."""
     path = os.path.join(run_dir, "results.json")
     with open(path) as f:
         r = json.load(f)
-    r.setdefault("method_label", key)
-    r.setdefault("dataset", dataset)
+    if r.get("method_label") != key:
+        raise ValueError(f"{path}: method_label {r.get('method_label')!r}, expected the bench's key {key!r}")
+    r["dataset"] = dataset
     r.setdefault("display_label", label)
     atomic_write_json(path, r, indent=2, sort_keys=True)
 
