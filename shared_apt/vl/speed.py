@@ -11,7 +11,10 @@
   them: less training memory for more time, same gradients;
 * ``compile_layers``: ``False`` (default), ``True`` (``torch.compile`` with its default backend, inductor) or the
   name of a ``torch.compile`` backend (e.g. ``"aot_eager"``): each transformer layer is compiled with the tuning
-  method's hooks inside it.
+  method's hooks inside it. Off by default: a compiled layer runs its products through inductor's own (ATen) GEMMs,
+  not the oneDNN ones above, each grad-mode / requires-grad combination compiles again (about a minute per graph
+  for a ViLT-B block on a busy 2-core CPU), and inductor's RNG draws other dropout masks than eager (same
+  distribution; ``torch._inductor.config.fallback_random = True`` gives eager's draws).
 
 A backbone lists its transformer layers in ``speed_layers()`` and calls them through :func:`call_layer`."""
 from __future__ import annotations
