@@ -199,6 +199,7 @@ def measure_against_official(backbone: str = "vilt-b32", batch: int = 8, seq_len
                     "peak_mem_mb": peaks["project"] / 2 ** 20},
         "official": {"infer_s": med["official"]["infer"], "train_step_s": med["official"]["train"],
                      "peak_mem_mb": peaks["official"] / 2 ** 20},
+        "per_round_s": times,  # {model: {"infer": [...], "train": [...]}}: the spread behind the medians
     }}
 
 
