@@ -157,5 +157,6 @@ def fastest_precision(device_type: str, hidden_size: int) -> tuple:
                         f"{BF16_MIN_HIDDEN} bf16 autocast is slower than fp32)")
         return "bf16", f"bf16 autocast ({unit}) + SDPA attention"
     if hidden_size < BF16_MIN_HIDDEN:
-        return 32, f"fp32 + SDPA attention (hidden size {hidden_size} < {BF16_MIN_HIDDEN}: mixed precision gains nothing)"
+        return 32, (f"fp32 + SDPA attention (hidden size {hidden_size} < {BF16_MIN_HIDDEN}: mixed precision "
+                    "gains nothing)")
     return 16, "fp16 autocast + SDPA attention (CUDA)"

@@ -6,9 +6,9 @@ attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``) so official checkpoints load uncha
 the top-left pixel, valid patches first then padding patches, pre-LN blocks with eps 1e-6, exact GELU, -inf masking of
 padded keys, no attention-probability dropout.
 
-The blocks' linear layers are ``shared_apt.vl.speed.Linear`` (``nn.Linear`` whose frozen fp32 CPU products run through
-oneDNN). Attention runs through ``F.scaled_dot_product_attention`` (``attention_impl = "sdpa"``, the default: torch's fused
-kernels, fp32 outputs within 1e-5 of upstream's math) or upstream's explicit softmax(QK^T * scale) V
+The blocks' linear layers are ``shared_apt.vl.speed.Linear`` (``nn.Linear`` whose frozen fp32 CPU products run
+through oneDNN). Attention runs through ``F.scaled_dot_product_attention`` (``attention_impl = "sdpa"``, the default:
+torch's fused kernels, fp32 outputs within 1e-5 of upstream's math) or upstream's explicit softmax(QK^T * scale) V
 (``attention_impl = "explicit"``); the padding mask is the same boolean key mask on both paths.
 """
 from __future__ import annotations

@@ -616,8 +616,8 @@ def resolve_run(args, defaults: Mapping[str, Mapping[str, Any]]):
 
 
 def fastest_path(tag: str, bb: Backbone):
-    """The ``precision`` of the fastest path this machine runs the tiny model on (shared_apt.vl.speed.fastest_precision),
-    printed with the path it names."""
+    """The ``precision`` of the fastest path this machine runs the tiny model on
+    (shared_apt.vl.speed.fastest_precision), printed with the path it names."""
     from shared_apt.vl.speed import fastest_precision
 
     precision, why = fastest_precision("cuda" if torch.cuda.is_available() else "cpu",
