@@ -31,8 +31,8 @@ LINEAR_IMPLS = ("onednn", "aten")
 
 
 class _FrozenLinearOneDNN(torch.autograd.Function):
-    """``x W^T + b`` for a frozen ``W`` and ``b`` through oneDNN's fp32 matrix product (the kernel inductor uses for
-    frozen CPU linears), and the input gradient ``g W`` through the same kernel. No gradient for ``W`` or ``b``."""
+    """``x W^T + b`` for a frozen ``W`` and ``b`` through oneDNN's matrix product (``mkldnn._linear_pointwise``), and
+    the input gradient ``g W`` through the same kernel (``W^T`` as a strided view). No gradient for ``W`` or ``b``."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
@@ -57,7 +57,8 @@ class Linear(nn.Linear):
     autocast is off, the product (and the input gradient) runs through oneDNN instead of ATen's BLAS (MKL). On this
     project's AMD EPYC machine MKL's fp32 GEMM is about 2.2x slower than oneDNN's at ViLT-B's sizes (README "Speed and
     memory"); both are fp32 with fp32 accumulation (only the summation order differs). ``"aten"`` is ``F.linear``
-    always. Trainable weights, other dtypes, autocast, GPUs and ``torch.compile`` always take ``F.linear``."""
+    always. Trainable weights, other dtypes, autocast, GPUs, ``torch.compile`` and torch builds without oneDNN always
+    take ``F.linear``."""
 
     linear_impl = "onednn"
 
@@ -72,7 +73,7 @@ class Linear(nn.Linear):
         w, b = self.weight, self.bias
         return (x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and not w.requires_grad
                 and (b is None or not b.requires_grad) and not torch.is_autocast_enabled("cpu")
-                and not torch.compiler.is_compiling())
+                and not torch.compiler.is_compiling() and torch.backends.mkldnn.is_available())
 
 
 def set_linear_impl(model: nn.Module, impl: str) -> int:
@@ -144,7 +145,7 @@ def fastest_precision(device_type: str, hidden_size: int) -> tuple:
     ``device_type`` ("cpu" or "cuda"), and one line naming the path (precision and attention) and the reason.
 
     bf16 mixed precision (``"bf16"``) on a CPU with native bf16 instructions, fp16 mixed precision (``16``) on a CUDA
-    GPU, both only from ``BF16_MIN_HIDDEN`` on; 32 otherwise. Attention is the SDPA path in every case (the
+    GPU (not measured in this project), both only from ``BF16_MIN_HIDDEN`` on; 32 otherwise. Attention is the SDPA path in every case (the
     ``attention_impl`` default)."""
     if device_type not in ("cpu", "cuda"):
         raise ValueError(f"device_type={device_type!r}: expected 'cpu' or 'cuda'")
