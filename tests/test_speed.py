@@ -151,24 +151,40 @@ def test_every_method_trains_a_step_under_bf16_autocast(backbone, method):
     assert (g16 - g32).norm() <= 0.05 * g32.norm()
 
 
-# one method per family: full fine-tuning, tokens (prompts), reparametrisation (LoRA), inserted modules (adapter),
-# APT; compiled with the aot_eager backend (Dynamo graph capture and AOTAutograd as with inductor, without inductor's
-# C++ code generation, which takes minutes on a small CPU)
-@pytest.mark.parametrize("method", ["full", "deep_prompt", "lora", "adapter", "apt"])
-def test_compiled_layers_train_a_step_with_each_method_family(method):
+def _compiled_step_matches_eager(method, backend, **cfg):
+    """One training step with the layers compiled by ``backend`` equals the eager step; one graph, no graph break."""
     from torch._dynamo.utils import counters
 
-    model = _build("vilt", method)
+    model = _build("vilt", method, **cfg)
     batch = _batch("vilt", model)
     out_e, grads_e = _step(model, batch)
     torch._dynamo.reset()
     counters.clear()
-    model = _build("vilt", method, compile_layers="aot_eager")
+    model = _build("vilt", method, compile_layers=backend, **cfg)
     out_c, grads_c = _step(model, batch)
-    # both blocks share one graph (same code, guards on the block), the method's hooks inside it, no graph break
+    # every block shares one graph (same code, guards on the block), the method's hooks inside it, no graph break
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"], dict(counters["graph_break"])
     torch.testing.assert_close(out_c, out_e, rtol=1e-5, atol=1e-5)
     _assert_grads_close(grads_c, grads_e, rtol=1e-4, atol=1e-5)
+
+
+# every method, compiled with the aot_eager backend (Dynamo graph capture and AOTAutograd as with inductor, without
+# inductor's C++ code generation)
+@pytest.mark.parametrize("method", METHODS)
+def test_compiled_layers_train_a_step_with_every_method(method):
+    _compiled_step_matches_eager(method, "aot_eager")
+
+
+# inductor (torch.compile's default backend: generated C++ kernels, built with the machine's C++ compiler) for APT and
+# LoRA only, on a one-layer tiny ViLT: one cold inductor compile of a tiny layer takes 30-50 s on a busy 2-core CPU
+# (the other methods go through the same Dynamo / AOTAutograd capture in the aot_eager test above). fallback_random:
+# inductor's own RNG would draw other dropout masks (LoRA's dropout 0.1) than eager; with it the draws are eager's.
+@pytest.mark.parametrize("method", ["apt", "lora"])
+def test_inductor_compiled_layer_trains_a_step(method):
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(fallback_random=True):
+        _compiled_step_matches_eager(method, True, num_layers=1)
 
 
 def test_precision_16_on_cpu_is_bf16_mixed_where_the_cpu_has_bf16(monkeypatch):
@@ -181,6 +197,94 @@ def test_precision_16_on_cpu_is_bf16_mixed_where_the_cpu_has_bf16(monkeypatch):
     assert run.resolve_precision(32, "cpu") == "32-true"
     monkeypatch.setattr(run, "cpu_has_bf16", lambda: False)
     assert run.resolve_precision(16, "cpu") == "32-true"
+
+
+class _OpLog(torch.utils._python_dispatch.TorchDispatchMode):
+    """Names of the operators that run inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def _linear_run(lin, x, autocast=None):
+    x = x.clone().requires_grad_(True)
+    log = _OpLog()
+    ctx = torch.autocast("cpu", dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with log, ctx:
+        y = lin(x)
+        y.float().square().sum().backward()
+    return y.detach().float(), x.grad, log.ops
+
+
+def test_frozen_linear_runs_through_onednn_with_f_linear_values_and_input_gradients():
+    from shared_apt.vl.speed import Linear, set_linear_impl
+
+    torch.manual_seed(0)
+    lin = Linear(32, 48).requires_grad_(False)
+    x = torch.randn(3, 7, 32)
+    y, gx, ops = _linear_run(lin, x)
+    assert ops.count("mkldnn._linear_pointwise") == 2 and not {"aten.addmm", "aten.mm"} & set(ops)  # fwd + bwd
+    x64, w64, b64 = x.double().requires_grad_(True), lin.weight.double(), lin.bias.double()
+    ref = torch.nn.functional.linear(x64, w64, b64)
+    ref.square().sum().backward()
+    torch.testing.assert_close(y, ref.float(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, x64.grad.float(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="no double backward"):
+        xx = x.clone().requires_grad_(True)
+        torch.autograd.grad(lin(xx).square().sum(), xx, create_graph=True)
+    # ATen's F.linear: when asked, for a trainable weight, and under autocast
+    assert set_linear_impl(torch.nn.Sequential(lin, torch.nn.Linear(2, 2)), "aten") == 1
+    assert "mkldnn._linear_pointwise" not in _linear_run(lin, x)[2]
+    lin.linear_impl = "onednn"
+    lin.weight.requires_grad_(True)
+    assert "mkldnn._linear_pointwise" not in _linear_run(lin, x)[2] and lin.weight.grad is not None
+    lin.weight.requires_grad_(False)
+    assert "mkldnn._linear_pointwise" not in _linear_run(lin, x, autocast=torch.bfloat16)[2]
+    with pytest.raises(ValueError, match="linear_impl='blas'"):
+        set_linear_impl(lin, "blas")
+
+
+@pytest.mark.parametrize("backbone", ["vilt", "meter"])
+def test_the_layers_of_a_tuned_model_use_the_onednn_linear_by_default(backbone):
+    model = _build(backbone, "apt")
+    batch = _batch(backbone, model)
+    log = _OpLog()
+    with log, torch.no_grad():
+        torch.manual_seed(1)
+        model.eval().infer(batch)
+    # tiny ViLT: 2 blocks x (qkv, proj, fc1, fc2); tiny METER: 2 layers x 2 streams x (2 x (q, k, v, dense) + 2)
+    assert log.ops.count("mkldnn._linear_pointwise") == (8 if backbone == "vilt" else 40)
+
+
+def test_fastest_precision_is_bf16_only_with_native_bf16_and_a_wide_model(monkeypatch):
+    from shared_apt.vl import speed
+    from shared_apt.vl.training import run
+
+    monkeypatch.setattr(speed, "cpu_bf16_instructions", lambda: ("avx512_bf16",))
+    precision, why = speed.fastest_precision("cpu", 768)
+    assert precision == "bf16" and "avx512_bf16" in why and "SDPA" in why
+    assert run.resolve_precision(precision, "cpu") == "bf16-mixed"
+    assert speed.fastest_precision("cpu", speed.BF16_MIN_HIDDEN - 1)[0] == 32  # the demo's width: fp32 is faster
+    monkeypatch.setattr(speed, "cpu_bf16_instructions", lambda: ())
+    assert speed.fastest_precision("cpu", 768)[0] == 32  # emulated bf16
+    assert run.resolve_precision(speed.fastest_precision("cuda", 768)[0], "gpu") == "16-mixed"
+    assert speed.fastest_precision("cuda", 64)[0] == 32
+    with pytest.raises(ValueError, match="device_type='tpu'"):
+        speed.fastest_precision("tpu", 768)
+
+
+def test_demo_and_nlvr_bench_print_their_path_fp32_sdpa_at_the_tiny_width(capsys):
+    from shared_apt.harness.experiments import compare
+
+    bb = compare.get_backbone("vilt")
+    assert compare.build_config(bb, [bb.tiny], {})["hidden_size"] == 64
+    assert compare.fastest_path("demo", bb) == 32
+    assert capsys.readouterr().out.startswith("[demo] path: fp32 + SDPA attention (")
 
 
 @pytest.mark.parametrize("backbone,precision", [("vilt-b32", "32"), ("meter-b", "bf16")])

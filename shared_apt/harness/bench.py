@@ -257,11 +257,14 @@ def main(argv=None) -> int:
                     help="with --against: this project's layers recompute their activations in backward")
     ap.add_argument("--attention", default="sdpa", choices=["sdpa", "explicit"],
                     help="with --against: this project's attention_impl")
+    ap.add_argument("--linear", default="onednn", choices=["onednn", "aten"],
+                    help="with --against: this project's linear_impl (frozen fp32 CPU products through oneDNN or "
+                         "ATen's BLAS)")
     add_method_arguments(ap)
     args = vars(ap.parse_args(argv))
     json_path = args.pop("json")
     against = args.pop("against")
-    speed = {k: args.pop(k) for k in ("precision", "recompute", "attention")}
+    speed = {k: args.pop(k) for k in ("precision", "recompute", "attention", "linear")}
     if against:
         if args["methods"] != "apt" or args["reference_apt"] or args["compile"]:
             ap.error("--against official compares APT only: --methods apt, without --reference-apt / --compile")
@@ -276,8 +279,8 @@ def main(argv=None) -> int:
             with open(json_path, "w") as f:
                 json.dump(res, f, indent=2)
         return 0
-    if speed != {"precision": "32", "recompute": False, "attention": "sdpa"}:
-        ap.error("--precision, --recompute and --attention apply to --against official")
+    if speed != {"precision": "32", "recompute": False, "attention": "sdpa", "linear": "onednn"}:
+        ap.error("--precision, --recompute, --attention and --linear apply to --against official")
     try:
         parse_methods(args["methods"])
     except ConfigError as e:

@@ -1,7 +1,7 @@
 """This project's APT model against the authors' (shared_apt.harness.authors), same weights, side by side:
 
     python -m shared_apt.bench --backbone vilt-b32 --methods apt --against official [--precision 32|bf16|16]
-                               [--recompute] [--attention sdpa|explicit] [--json OUT]
+                               [--recompute] [--attention sdpa|explicit] [--linear onednn|aten] [--json OUT]
 
 Both models run the layers every method changes (ViLT: 12 blocks + final LN; METER: the co-attention layers of both
 streams) on the same random token batch. The project model is built with APT (random non-trivial APT parameters),
@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_flatten
 
 from ..peft import api
 from ..peft.methods.apt import cached_keys
-from ..vl.speed import apply_speed_options
+from ..vl.speed import apply_speed_options, set_linear_impl
 from . import authors as authors_mod
 from .bench import _cpu_name, _timed
 from .profile import load_backbone, method_options
@@ -77,7 +77,8 @@ def _bytes(tensors) -> int:
 
 def measure_against_official(backbone: str = "vilt-b32", batch: int = 8, seq_len: int | None = None,
                              device: str = "cpu", rounds: int = 5, size: str = "base", precision: str = "32",
-                             recompute: bool = False, attention: str = "sdpa", layers: int | None = None,
+                             recompute: bool = False, attention: str = "sdpa", linear: str = "onednn",
+                             layers: int | None = None,
                              infer_reps: int = 3, **options) -> dict:
     if precision not in PRECISIONS:
         raise ValueError(f"--precision {precision!r}: expected one of {sorted(PRECISIONS)}")
@@ -92,6 +93,7 @@ def measure_against_official(backbone: str = "vilt-b32", batch: int = 8, seq_len
     api.apply(model, "apt", **method_options("apt", options))
     _perturb(model)
     apply_speed_options(model.speed_layers(), model, attention_impl=attention, recompute_layers=recompute)
+    set_linear_impl(model, linear)
     theirs = authors_mod.build_like(model).to(dev)
     authors_mod.load_from_project(theirs, model)
     for p in theirs.parameters():
@@ -192,10 +194,12 @@ def measure_against_official(backbone: str = "vilt-b32", batch: int = 8, seq_len
         "threads": torch.get_num_threads(),
         "backbone": backbone, "size": size, "layers": layers or "all", "batch": batch, "seq_len": n,
         "rounds": rounds, "recompute": recompute, "attention_impl": attention,
+        "linear_impl": linear,
         "project": {"infer_s": med["project"]["infer"], "train_step_s": med["project"]["train"],
                     "peak_mem_mb": peaks["project"] / 2 ** 20},
         "official": {"infer_s": med["official"]["infer"], "train_step_s": med["official"]["train"],
                      "peak_mem_mb": peaks["official"] / 2 ** 20},
+        "per_round_s": times,  # {model: {"infer": [...], "train": [...]}}: the spread behind the medians
     }}
 
 
@@ -206,7 +210,8 @@ def _scale_trains(model) -> bool:
 def render(res: dict) -> str:
     r = res["against_official"]
     p, o = r["project"], r["official"]
-    extra = (", recomputation on" if r["recompute"] else "") + f", attention {r['attention_impl']}"
+    extra = (", recomputation on" if r["recompute"] else "") + f", attention {r['attention_impl']}" \
+        + f", linear {r['linear_impl']}"
     return "\n".join([
         f"### {r['backbone']} ({r['size']}) APT, this project vs the authors' model, precision {r['precision']}, "
         f"{r['device']} ({r['device_name']}, {r['threads']} threads), batch {r['batch']}, n = {r['seq_len']}, "

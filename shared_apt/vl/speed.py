@@ -3,12 +3,18 @@
 * ``attention_impl``: ``"sdpa"`` (default) runs attention through ``F.scaled_dot_product_attention`` (torch's fused
   kernels; fp32 outputs within 1e-5 of upstream's math), ``"explicit"`` keeps upstream's matmul / softmax / matmul;
   both apply the same padding mask and the tuning methods' extra keys/values;
+* ``linear_impl`` (module attribute of :class:`Linear`, set with :func:`set_linear_impl`; not a config key):
+  ``"onednn"`` (default) runs the frozen fp32 CPU products of the transformer layers' linear layers through oneDNN,
+  ``"aten"`` through ``F.linear`` (ATen's BLAS);
 * ``recompute_layers``: ``True`` recomputes each transformer layer's activations in the backward pass
   (``torch.utils.checkpoint``, non-reentrant, RNG state restored so dropout draws the same masks) instead of saving
   them: less training memory for more time, same gradients;
 * ``compile_layers``: ``False`` (default), ``True`` (``torch.compile`` with its default backend, inductor) or the
   name of a ``torch.compile`` backend (e.g. ``"aot_eager"``): each transformer layer is compiled with the tuning
-  method's hooks inside it.
+  method's hooks inside it. Off by default: a compiled layer runs its products through inductor's own (ATen) GEMMs,
+  not the oneDNN ones above, each grad-mode / requires-grad combination compiles again (about a minute per graph
+  for a ViLT-B block on a busy 2-core CPU), and inductor's RNG draws other dropout masks than eager (same
+  distribution; ``torch._inductor.config.fallback_random = True`` gives eager's draws).
 
 A backbone lists its transformer layers in ``speed_layers()`` and calls them through :func:`call_layer`.
 
@@ -21,12 +27,72 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, List
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from shared_apt.peft.sites import input_of
 
 ATTENTION_IMPLS = ("sdpa", "explicit")
+LINEAR_IMPLS = ("onednn", "aten")
+
+
+class _FrozenLinearOneDNN(torch.autograd.Function):
+    """``x W^T + b`` for a frozen ``W`` and ``b`` through oneDNN's matrix product (``mkldnn._linear_pointwise``), and
+    the input gradient ``g W`` through the same kernel (``W^T`` as a strided view). No gradient for ``W`` or ``b``."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(weight)
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the oneDNN frozen linear (shared_apt.vl.speed.Linear, linear_impl='onednn') has no "
+                               "double backward; set linear_impl='aten' (set_linear_impl) for higher-order gradients")
+        (weight,) = ctx.saved_tensors
+        gx = torch.ops.mkldnn._linear_pointwise(grad, weight.t(), None, "none", [], "") \
+            if ctx.needs_input_grad[0] else None
+        return gx, None, None
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and state-dict keys) of the backbones' transformer layers.
+
+    ``linear_impl = "onednn"`` (the default): while the weight and bias are frozen, the input is fp32 on the CPU and
+    autocast is off, the product (and the input gradient) runs through oneDNN instead of ATen's BLAS (MKL). On this
+    project's AMD EPYC machine MKL's fp32 GEMM is about 2.2x slower than oneDNN's at ViLT-B's sizes (README "Speed and
+    memory"); both are fp32 with fp32 accumulation (only the summation order differs). ``"aten"`` is ``F.linear``
+    always. Trainable weights, other dtypes, autocast, GPUs, ``torch.compile`` and torch builds without oneDNN always
+    take ``F.linear``."""
+
+    linear_impl = "onednn"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.linear_impl == "onednn" and self._frozen_fp32_cpu(x):
+            return _FrozenLinearOneDNN.apply(x, self.weight, self.bias)
+        if self.linear_impl not in LINEAR_IMPLS:
+            raise ValueError(f"linear_impl={self.linear_impl!r}: expected one of {LINEAR_IMPLS}")
+        return F.linear(x, self.weight, self.bias)
+
+    def _frozen_fp32_cpu(self, x: torch.Tensor) -> bool:
+        w, b = self.weight, self.bias
+        return (x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and not w.requires_grad
+                and (b is None or not b.requires_grad) and not torch.is_autocast_enabled("cpu")
+                and not torch.compiler.is_compiling() and torch.backends.mkldnn.is_available())
+
+
+def set_linear_impl(model: nn.Module, impl: str) -> int:
+    """Set ``linear_impl`` on every :class:`Linear` of ``model``; returns how many."""
+    if impl not in LINEAR_IMPLS:
+        raise ValueError(f"linear_impl={impl!r}: expected one of {LINEAR_IMPLS}")
+    n = 0
+    for m in model.modules():
+        if isinstance(m, Linear):
+            m.linear_impl = impl
+            n += 1
+    return n
 
 
 def set_attention_impl(model: nn.Module, impl: str) -> int:
@@ -109,3 +175,42 @@ def apply_speed_options(layers: Iterable[nn.Module], model: nn.Module, attention
         layer.recompute = recompute_layers
         if compile_layers:
             layer.compile(**({} if compile_layers is True else {"backend": compile_layers}))
+
+
+# The fastest precision for a model of a given width. bf16 autocast pays off where matrix products dominate; on small
+# models the casts around every product cost more than they save. Measured on a 2-core AMD EPYC with AVX512-BF16
+# (training step, interleaved rounds, machine shared): hidden 64 (the demo's tiny ViLT, batch 32) bf16 1.14x SLOWER
+# than fp32; hidden 768 (ViLT-B/32 + APT, batch 8, n 242, fp32 products through oneDNN) bf16 training step 0.92x
+# fp32's, inference 1.08x (README "Speed and memory"). The rule is for training runs (the demo, the NLVR bench).
+BF16_MIN_HIDDEN = 512
+
+
+def cpu_bf16_instructions() -> tuple:
+    """This CPU's native bf16 dot-product instructions as torch detects them: ``"amx"`` (AMX tiles) and / or
+    ``"avx512_bf16"``; empty where oneDNN would only emulate bf16 (no speed-up to expect)."""
+    return tuple(name for name, has in (("amx", torch.cpu._is_amx_tile_supported()),
+                                        ("avx512_bf16", torch.cpu._is_avx512_bf16_supported())) if has)
+
+
+def fastest_precision(device_type: str, hidden_size: int) -> tuple:
+    """``(precision, why)``: the ``precision`` config value of the fastest path for a model of ``hidden_size`` on
+    ``device_type`` ("cpu" or "cuda"), and one line naming the path (precision and attention) and the reason.
+
+    bf16 mixed precision (``"bf16"``) on a CPU with native bf16 instructions, fp16 mixed precision (``16``) on a CUDA
+    GPU (not measured in this project), both only from ``BF16_MIN_HIDDEN`` on; 32 otherwise. Attention is the SDPA path in every case (the
+    ``attention_impl`` default)."""
+    if device_type not in ("cpu", "cuda"):
+        raise ValueError(f"device_type={device_type!r}: expected 'cpu' or 'cuda'")
+    if device_type == "cpu":
+        found = cpu_bf16_instructions()
+        if not found:
+            return 32, "fp32 + SDPA attention (this CPU has no native bf16 instructions: bf16 would be emulated)"
+        unit = "/".join(found)
+        if hidden_size < BF16_MIN_HIDDEN:
+            return 32, (f"fp32 + SDPA attention (the CPU has {unit}, but at hidden size {hidden_size} < "
+                        f"{BF16_MIN_HIDDEN} bf16 autocast is slower than fp32)")
+        return "bf16", f"bf16 autocast ({unit}) + SDPA attention"
+    if hidden_size < BF16_MIN_HIDDEN:
+        return 32, (f"fp32 + SDPA attention (hidden size {hidden_size} < {BF16_MIN_HIDDEN}: mixed precision "
+                    "gains nothing)")
+    return 16, "fp16 autocast + SDPA attention (CUDA)"

@@ -9,8 +9,9 @@ Tuning-method hooks (shared_apt.peft.sites): ``BertSelfAttention.peft_extra_kv``
 prompts) to the key/value input of the attention: the stream's own tokens in self-attention, the other stream's tokens
 in cross-attention; their additive mask is 0 (always attended).
 
-``BertSelfAttention.attention_impl``: "sdpa" (default; ``F.scaled_dot_product_attention`` with the same additive
-mask, fp32 outputs within 1e-5 of upstream's math) or "explicit" (upstream's matmul / softmax / matmul)."""
+The linear layers are ``shared_apt.vl.speed.Linear`` (``nn.Linear`` whose frozen fp32 CPU products run through
+oneDNN). ``BertSelfAttention.attention_impl``: "sdpa" (default; ``F.scaled_dot_product_attention`` with the same
+additive mask, fp32 outputs within 1e-5 of upstream's math) or "explicit" (upstream's matmul / softmax / matmul)."""
 from __future__ import annotations
 
 import math
@@ -22,7 +23,7 @@ from torch import nn
 
 from shared_apt.peft.sites import extra_kv_tokens, pad_key_mask
 
-from shared_apt.vl.speed import ATTENTION_IMPLS
+from shared_apt.vl.speed import ATTENTION_IMPLS, Linear
 
 
 class BertSelfAttention(nn.Module):
@@ -31,9 +32,9 @@ class BertSelfAttention(nn.Module):
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, hidden_size // num_heads
-        self.query = nn.Linear(hidden_size, hidden_size)
-        self.key = nn.Linear(hidden_size, hidden_size)
-        self.value = nn.Linear(hidden_size, hidden_size)
+        self.query = Linear(hidden_size, hidden_size)
+        self.key = Linear(hidden_size, hidden_size)
+        self.value = Linear(hidden_size, hidden_size)
         self.dropout = nn.Dropout(dropout)
         self.peft_extra_kv = None
         self.attention_impl = "sdpa"
@@ -75,7 +76,7 @@ class BertSelfOutput(nn.Module):
 
     def __init__(self, hidden_size: int, dropout: float, eps: float):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.dense = Linear(hidden_size, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
         self.dropout = nn.Dropout(dropout)
 
@@ -105,7 +106,7 @@ class BertAttention(nn.Module):
 class BertIntermediate(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int):
         super().__init__()
-        self.dense = nn.Linear(hidden_size, intermediate_size)
+        self.dense = Linear(hidden_size, intermediate_size)
         self.intermediate_act_fn = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,7 +116,7 @@ class BertIntermediate(nn.Module):
 class BertOutput(nn.Module):
     def __init__(self, intermediate_size: int, hidden_size: int, dropout: float, eps: float):
         super().__init__()
-        self.dense = nn.Linear(intermediate_size, hidden_size)
+        self.dense = Linear(intermediate_size, hidden_size)
         self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
         self.dropout = nn.Dropout(dropout)
 

@@ -6,8 +6,9 @@ attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``) so official checkpoints load uncha
 the top-left pixel, valid patches first then padding patches, pre-LN blocks with eps 1e-6, exact GELU, -inf masking of
 padded keys, no attention-probability dropout.
 
-Attention runs through ``F.scaled_dot_product_attention`` (``attention_impl = "sdpa"``, the default: torch's fused
-kernels, fp32 outputs within 1e-5 of upstream's math) or upstream's explicit softmax(QK^T * scale) V
+The blocks' linear layers are ``shared_apt.vl.speed.Linear`` (``nn.Linear`` whose frozen fp32 CPU products run
+through oneDNN). Attention runs through ``F.scaled_dot_product_attention`` (``attention_impl = "sdpa"``, the default:
+torch's fused kernels, fp32 outputs within 1e-5 of upstream's math) or upstream's explicit softmax(QK^T * scale) V
 (``attention_impl = "explicit"``); the padding mask is the same boolean key mask on both paths.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from shared_apt.peft.sites import extra_kv_tokens, pad_key_mask
 
-from shared_apt.vl.speed import ATTENTION_IMPLS, call_layer
+from shared_apt.vl.speed import ATTENTION_IMPLS, Linear, call_layer
 
 
 def trunc_normal_(tensor: torch.Tensor, std: float = 0.02) -> torch.Tensor:
@@ -44,9 +45,9 @@ class DropPath(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, drop: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
@@ -70,9 +71,9 @@ class Attention(nn.Module):
             raise ValueError(f"hidden_size {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         self.peft_extra_kv = None
         self.attention_impl = "sdpa"
@@ -85,8 +86,11 @@ class Attention(nn.Module):
         if extra is not None:
             qkv = torch.cat([qkv, self.qkv(extra).unsqueeze(0).expand(B, -1, -1)], dim=1)
         L = qkv.shape[1]
-        qkv = qkv.reshape(B, L, 3, H, C // H).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0][:, :, :N], qkv[1], qkv[2]
+        # upstream's reshape / permute / qkv[0..2] as one unbind: the same [B, H, L, D] views, and in backward one
+        # stack straight into the qkv gradient's layout (indexing zero-filled three [3, B, H, L, D] buffers, and the
+        # permuted gradient needed another copy before the projection's backward)
+        q, k, v = (t.transpose(1, 2) for t in qkv.reshape(B, L, 3, H, C // H).unbind(2))
+        q = q[:, :, :N]
         if mask is not None:
             mask = pad_key_mask(mask.bool(), L - N, True)
         if self.attention_impl == "sdpa":

@@ -615,14 +615,27 @@ def resolve_run(args, defaults: Mapping[str, Mapping[str, Any]]):
     return bb, settings, methods
 
 
+def fastest_path(tag: str, bb: Backbone):
+    """The ``precision`` of the fastest path this machine runs the tiny model on
+    (shared_apt.vl.speed.fastest_precision), printed with the path it names."""
+    from shared_apt.vl.speed import fastest_precision
+
+    precision, why = fastest_precision("cuda" if torch.cuda.is_available() else "cpu",
+                                       int(build_config(bb, [bb.tiny], {})["hidden_size"]))
+    print(f"[{tag}] path: {why}", flush=True)
+    return precision
+
+
 def run_and_report(tag: str, bb: Backbone, task: TaskData, out: str, args, settings: Mapping[str, Any],
                    methods: Sequence[str], extra: Mapping[str, Any], started: float) -> dict:
     """The end of every comparison command: :func:`compare` with the resolved settings and the command-line run
     options, then the table and where the table, JSON and plot were written."""
+    fastest = {"precision": fastest_path(tag, bb)}
     res = compare(bb, task, out, methods=methods, pretrain_epochs=settings["pretrain_epochs"],
                   pretrain_lr=settings["pretrain_lr"], finetune_epochs=settings["finetune_epochs"],
                   finetune_lr=settings["finetune_lr"], batch_size=settings["batch_size"], seed=args.seed,
-                  progress_bar=not args.no_progress, reuse_pretrain=not args.fresh, extra=dict(extra))
+                  progress_bar=not args.no_progress, reuse_pretrain=not args.fresh,
+                  pretrain_overrides=fastest, finetune_overrides=fastest, extra={**extra, **fastest})
     print()
     print(res["table"])
     print()
