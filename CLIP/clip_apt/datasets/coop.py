@@ -162,16 +162,22 @@ def _split_dataset(spec: DatasetSpec, d: str) -> ClassificationData:
     path = _need(os.path.join(d, spec.split_file), spec)
     image_root = os.path.join(d, spec.image_dir) if spec.image_dir else d
     _need(image_root, spec, is_dir=True)
+    return ClassificationData(spec.key, spec.name, spec.template, d, image_root,
+                              _lazy_splits(lambda: read_split_file(path, image_root)))
+
+
+def _lazy_splits(read: Callable[[], Dict[str, List[SplitItem]]]) -> Dict[str, Callable[[], List[SplitItem]]]:
+    """One loader per split over a single ``read()`` of the whole split file, done on first use."""
     cache: Dict[str, Dict[str, List[SplitItem]]] = {}
 
     def loader(name):
         def load():
             if "all" not in cache:
-                cache["all"] = read_split_file(path, image_root)
+                cache["all"] = read()
             return cache["all"][name]
         return load
 
-    return ClassificationData(spec.key, spec.name, spec.template, d, image_root, {s: loader(s) for s in SPLITS})
+    return {s: loader(s) for s in SPLITS}
 
 
 def _fgvc(spec: DatasetSpec, d: str) -> ClassificationData:
@@ -284,18 +290,9 @@ def load_dataset(key: str, data_root: str, image_dir: str = "images") -> Classif
         if not os.path.isdir(data_root):
             raise DatasetLayoutError(f"folder dataset {data_root!r} not found; expected a folder with one "
                                      f"split_zhou_*.json and {image_dir}/")
-        cache: Dict[str, Dict[str, List[SplitItem]]] = {}
-
-        def loader(name):
-            def load():
-                if "all" not in cache:
-                    cache["all"] = read_split(data_root, image_dir)
-                return cache["all"][name]
-            return load
-
         root = os.path.normpath(data_root)
         return ClassificationData(os.path.basename(root), "folder", PHOTO, root, os.path.join(root, image_dir),
-                                  {s: loader(s) for s in SPLITS})
+                                  _lazy_splits(lambda: read_split(data_root, image_dir)))
     if key not in SPECS:
         raise ValueError(f"dataset={key!r}: expected one of {DATASETS}")
     spec = SPECS[key]
