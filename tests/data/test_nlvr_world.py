@@ -198,3 +198,17 @@ def test_world_tables_and_dataset_negatives(tmp_path):
     ds.draw_false_image = 2
     with pytest.raises(ValueError, match="draw_false_image must be 1"):
         ds[0]
+
+
+def test_visual_attributes_by_hand():
+    """The facts of the visual pre-training: tower scene 3776-0 (bottom first: yellow | blue, blue, yellow |
+    black, black) and the scattered scene above."""
+    assert W.attributes(TOWERS) == sorted([
+        "towers", "yellow top", "yellow base", "yellow tower", "tower of 1", "blue base", "blue on blue",
+        "yellow on blue", "tower of 3", "black top", "black base", "black tower", "black on black", "tower of 2",
+        "2 yellow", "2 blue", "2 black"], key=W.ATTRIBUTES.index)
+    assert W.attributes(SCATTER) == sorted([
+        "scattered", "2 yellow", "1 blue", "1 black", "box of 1", "box of 2", "yellow square", "yellow square touching",
+        "medium square", "blue triangle", "large triangle", "black circle", "small circle", "yellow circle",
+        "yellow circle touching", "medium circle"], key=W.ATTRIBUTES.index)
+    assert all(W.attributes(W.permute_scene(TOWERS, order)) == W.attributes(TOWERS) for order in W.PERMUTATIONS)

@@ -65,7 +65,7 @@ def _sentences(root: str, split: str) -> List[str]:
 def ensure_world(cache: str, world: Optional[dict] = None, show_progress: bool = True) -> str:
     """The generated pre-training world (``nlvr_world_{train,val}.arrow``), written once per configuration into
     ``<cache>/nlvr_world_<digest>``; returns that folder."""
-    from shared_apt.vl.data.nlvr_world import WorldConfig, make_world
+    from shared_apt.vl.data.nlvr_world import WorldConfig, make_visual_world, make_world
 
     world = dict(world or WORLD)
     seed = int(world.pop("seed", 0))
@@ -76,6 +76,11 @@ def ensure_world(cache: str, world: Optional[dict] = None, show_progress: bool =
     if not os.path.isfile(marker):
         counts = make_world(out, seed=seed, config=config, show_progress=show_progress)
         atomic_write_json(marker, {"rows": counts, "seed": seed, "config": asdict(config)}, indent=1)
+    visual = os.path.join(out, "NLVR_WORLD_VISUAL_READY.json")
+    if not os.path.isfile(visual):
+        counts = make_visual_world(out, seed=seed, train_scenes=config.train_scenes, val_scenes=config.val_scenes,
+                                   tower_fraction=config.tower_fraction)
+        atomic_write_json(visual, {"rows": counts}, indent=1)
     return out
 
 
@@ -145,6 +150,30 @@ def pretrain_overrides(task: compare.TaskData) -> dict:
     """Pre-training reads the generated world (its own folder) with the stored ITM negatives."""
     return {"data_root": task.info["world_dir"], "draw_false_image": 1,
             "dataset_class_overrides": {"f30k": WORLD_DATASET}}
+
+
+VISUAL_EPOCHS = 2
+
+
+def visual_config(bb: compare.Backbone, task: compare.TaskData, load_path: str, out: str, settings: dict,
+                  progress_bar: bool) -> dict:
+    """The image side's pre-training (the role of upstream ViLT's ImageNet ViT weights): full training on the
+    world's ``nlvr_world_visual_*`` tables, one fixed question whose answers are the scene's attributes (multi-label
+    BCE through the VQA head), so the image tokens learn colours, shapes, towers and walls without needing the text."""
+    from shared_apt.vl.data.nlvr_world import ATTRIBUTES, VISUAL_TABLES
+
+    vtask = compare.TaskData(
+        name="generated world: what is in the boxes", data_root=task.info["world_dir"], tokenizer=task.tokenizer,
+        vocab_size=task.vocab_size, cls_token_id=task.cls_token_id, num_labels=len(ATTRIBUTES),
+        pretrain_datasets=[], pretrain_split_names={}, finetune_datasets=["nlvr1"],
+        finetune_split_names={"nlvr1": {"train": [VISUAL_TABLES[0]], "val": [VISUAL_TABLES[1]],
+                                        "test": [VISUAL_TABLES[1]]}},
+        eval_tables=[VISUAL_TABLES[1]], model_overrides=dict(MODEL_OVERRIDES))
+    cfg = compare.finetune_config(bb, vtask, "full", load_path, os.path.join(out, "visual"), epochs=VISUAL_EPOCHS,
+                                  learning_rate=settings["pretrain_lr"], batch_size=settings["batch_size"], seed=0,
+                                  progress_bar=progress_bar)
+    cfg.update(exp_name="visual", strict_load=False)
+    return cfg
 
 
 def scaled_init(bb: compare.Backbone, config: dict, path: str, seed: int = 0) -> str:
@@ -260,8 +289,14 @@ def run_bench(bb: compare.Backbone, task: compare.TaskData, out: str, settings: 
     pcfg = compare.pretrain_config(bb, task, out, epochs=settings["pretrain_epochs"],
                                    learning_rate=settings["pretrain_lr"], batch_size=settings["batch_size"], seed=0,
                                    progress_bar=progress_bar, **pretrain_overrides(task))
-    pcfg["load_path"] = scaled_init(bb, pcfg, os.path.join(out, "pretrain", f"init_{bb.name}_h{pcfg['hidden_size']}_"
-                                                                    f"{compare._digest(pcfg)}.ckpt"))
+    init = scaled_init(bb, pcfg, os.path.join(out, "pretrain", f"init_{bb.name}_h{pcfg['hidden_size']}_"
+                                                            f"{compare._digest(pcfg)}.ckpt"))
+    vcfg = visual_config(bb, task, init, out, settings, progress_bar)
+    print(f"[nlvr1] visual pre-training (what is in the boxes: {vcfg['vqav2_label_size']} scene attributes, fixed "
+          f"question) for {vcfg['max_epoch']} epochs ...", flush=True)
+    visual = compare.pretrain(vcfg, bb, reuse=not fresh)
+    print(f"[nlvr1] visual pre-training: {visual['steps']} steps, {visual['time_s']:.0f}s", flush=True)
+    pcfg.update(load_path=visual["checkpoint"], strict_load=False)
     print(f"[nlvr1] pre-training tiny {bb.name} (MLM+ITM) on the generated world {task.info['world_dir']} "
           f"({task.info['caption_rows']} pairs, {settings['pretrain_epochs']} epochs) ...", flush=True)
     pre = compare.pretrain(pcfg, bb, reuse=not fresh)

@@ -574,3 +574,79 @@ class WorldCaptionDataset(_dataset_base()):
         for i in range(self.draw_false_text):
             ret.update(self.get_false_text(i))
         return ret
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Visual pre-training: what is in the boxes (one fixed question, many answers)
+
+VISUAL_QUESTION = "what is in the boxes?"
+
+
+def _attribute_names() -> Tuple[str, ...]:
+    names = ["towers", "scattered"]
+    for c in COLORS:
+        names += [f"{c} top", f"{c} base", f"{c} tower"] + [f"{c} on {c2}" for c2 in COLORS]
+        names += [f"{k} {c}" for k in range(6)] + [f"6+ {c}"]
+        names += [f"{c} {s}" for s in SHAPES] + [f"{c} {s} touching" for s in SHAPES]
+    names += [f"tower of {n}" for n in range(1, MAX_TOWER + 1)]
+    names += [f"box of {n}" for n in range(1, MAX_SCATTER + 1)]
+    names += [f"{SIZE_WORDS[z]} {s}" for z in SIZES for s in SHAPES]
+    return tuple(names)
+
+
+ATTRIBUTES = _attribute_names()
+
+
+def attributes(scene: Scene) -> List[str]:
+    """The atomic facts of ATTRIBUTES that hold for `scene` (all invariant under box permutations)."""
+    facts = set()
+    towers = is_tower_scene(scene)
+    facts.add("towers" if towers else "scattered")
+    for c in COLORS:
+        k = sum(o.color == c for b in scene for o in b)
+        facts.add(f"{k} {c}" if k < 6 else f"6+ {c}")
+    for b in scene:
+        if towers:
+            cols = tower(b)
+            if cols:
+                facts |= {f"{cols[-1]} top", f"{cols[0]} base", f"tower of {len(cols)}"}
+                if len(set(cols)) == 1:
+                    facts.add(f"{cols[0]} tower")
+                facts |= {f"{upper} on {lower}" for lower, upper in zip(cols, cols[1:])}
+        else:
+            facts.add(f"box of {len(b)}")
+            for o in b:
+                facts |= {f"{o.color} {o.shape}", f"{SIZE_WORDS[o.size]} {o.shape}"}
+                if _touch(o, "edge"):
+                    facts.add(f"{o.color} {o.shape} touching")
+    unknown = facts - set(ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"attributes {sorted(unknown)} are not in ATTRIBUTES")
+    return sorted(facts, key=ATTRIBUTES.index)
+
+
+VISUAL_TABLES = ("nlvr_world_visual_train", "nlvr_world_visual_val")
+
+
+def make_visual_world(out: str, seed: int = 0, train_scenes: int = 6000, val_scenes: int = 300,
+                      tower_fraction: float = 0.7) -> Dict[str, int]:
+    """``nlvr_world_visual_{train,val}.arrow`` (VQA schema): per scene one question, VISUAL_QUESTION, whose answers
+    are its ATTRIBUTES (each score 1.0): a multi-label image classification with constant text, the pre-training
+    of the image side that upstream ViLT gets from ImageNet ViT weights."""
+    from shared_apt.vl.data.writers.common import open_arrow_writers
+    from shared_apt.vl.data.writers.vqa import VqaQuestion, vqa_row, vqa_schema
+
+    index = {a: i for i, a in enumerate(ATTRIBUTES)}
+    counts = {}
+    for name, split, n in ((VISUAL_TABLES[0], "train", train_scenes), (VISUAL_TABLES[1], "val", val_scenes)):
+        rng = random.Random(f"nlvr_world_visual:{seed}:{split}")
+        file_name = f"{name}.arrow"
+        with open_arrow_writers({file_name: (os.path.join(out, file_name), vqa_schema(test=False))}) as w:
+            for i in range(n):
+                scene = random_scene(rng, tower_fraction)
+                facts = attributes(scene)
+                question = VqaQuestion(i, VISUAL_QUESTION, [index[a] for a in facts], [1.0] * len(facts))
+                w[file_name].append(vqa_row(png_bytes(render(permute_scene(scene, rng.choice(PERMUTATIONS)))), i,
+                                            [question], split, ATTRIBUTES, test=False))
+        counts[file_name] = w[file_name].rows_written
+    return counts
