@@ -34,8 +34,10 @@ from . import compare
 from .demo import DEFAULT_CACHE
 
 DEFAULTS = {
-    "vilt": dict(pretrain_epochs=2, pretrain_lr=1e-3, finetune_epochs=2, finetune_lr=5e-4, batch_size=32),
-    "meter": dict(pretrain_epochs=2, pretrain_lr=1e-3, finetune_epochs=2, finetune_lr=5e-4, batch_size=32),
+    "vilt": dict(visual_epochs=2, pretrain_epochs=2, pretrain_lr=1e-3, finetune_epochs=2, finetune_lr=5e-4,
+                 batch_size=32),
+    "meter": dict(visual_epochs=2, pretrain_epochs=2, pretrain_lr=1e-3, finetune_epochs=2, finetune_lr=5e-4,
+                  batch_size=32),
 }
 DONE = "NLVR1_READY.json"
 # 400x100 images: ViLT's MinMaxResize(S, 1.67 S) keeps the aspect ratio at S = 160: 256x64, 16 x 4 patches of 16; the
@@ -152,9 +154,6 @@ def pretrain_overrides(task: compare.TaskData) -> dict:
             "dataset_class_overrides": {"f30k": WORLD_DATASET}}
 
 
-VISUAL_EPOCHS = 2
-
-
 def visual_config(bb: compare.Backbone, task: compare.TaskData, load_path: str, out: str, settings: dict,
                   progress_bar: bool) -> dict:
     """The image side's pre-training (the role of upstream ViLT's ImageNet ViT weights): full training on the
@@ -169,9 +168,9 @@ def visual_config(bb: compare.Backbone, task: compare.TaskData, load_path: str, 
         finetune_split_names={"nlvr1": {"train": [VISUAL_TABLES[0]], "val": [VISUAL_TABLES[1]],
                                         "test": [VISUAL_TABLES[1]]}},
         eval_tables=[VISUAL_TABLES[1]], model_overrides=dict(MODEL_OVERRIDES))
-    cfg = compare.finetune_config(bb, vtask, "full", load_path, os.path.join(out, "visual"), epochs=VISUAL_EPOCHS,
-                                  learning_rate=settings["pretrain_lr"], batch_size=settings["batch_size"], seed=0,
-                                  progress_bar=progress_bar)
+    cfg = compare.finetune_config(bb, vtask, "full", load_path, os.path.join(out, "visual"),
+                                  epochs=settings["visual_epochs"], learning_rate=settings["pretrain_lr"],
+                                  batch_size=settings["batch_size"], seed=0, progress_bar=progress_bar)
     cfg.update(exp_name="visual", strict_load=False)
     return cfg
 
@@ -420,6 +419,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--world-scenes", type=int, default=None,
                     help=f"scenes of the generated pre-training world (default {WORLD['train_scenes']}; "
                          f"validation: 1/20 of it, at least 10)")
+    ap.add_argument("--visual-epochs", type=int, default=None,
+                    help="epochs of the image side's pre-training on the world's scene attributes (default 2)")
     ap.add_argument("--show-input", metavar="PNG", default=None,
                     help="only draw what the model sees of the first training image (and of the generated world)")
     compare.add_run_arguments(ap)

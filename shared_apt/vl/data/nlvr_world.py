@@ -312,8 +312,9 @@ def tower_statement(rng: random.Random) -> Statement:
         return Statement(f"there is a {c} block {rel} a {c2} block", rel_holds)
     if kind == 7:
         k = rng.randint(1, 3)
-        return Statement(f"there {_be(k) if q == 'exactly' else 'are'} {q} {_num(rng, k)} "
-                         f"{_plural('tower', k if q == 'exactly' else 2)} with {_count_phrase(rng, 'at least', 1, c + ' block')}",
+        towers = f"{_num(rng, k)} {_plural('tower', k if q == 'exactly' else 2)}"
+        blocks = _count_phrase(rng, "at least", 1, c + " block")
+        return Statement(f"there {_be(k) if q == 'exactly' else 'are'} {q} {towers} with {blocks}",
                          lambda s: holds(q, sum(c in tower(b) for b in s), k))
     if kind == 8:
         return Statement(f"there are {q} {_num(rng, n + 1)} {c} blocks",
