@@ -34,9 +34,9 @@ from . import compare
 from .demo import DEFAULT_CACHE
 
 DEFAULTS = {
-    "vilt": dict(visual_epochs=2, pretrain_epochs=2, pretrain_lr=1e-3, finetune_epochs=2, finetune_lr=5e-4,
+    "vilt": dict(visual_epochs=2, pretrain_epochs=2, pretrain_lr=1e-3, finetune_epochs=1, finetune_lr=5e-4,
                  batch_size=32),
-    "meter": dict(visual_epochs=2, pretrain_epochs=2, pretrain_lr=1e-3, finetune_epochs=2, finetune_lr=5e-4,
+    "meter": dict(visual_epochs=2, pretrain_epochs=2, pretrain_lr=1e-3, finetune_epochs=1, finetune_lr=5e-4,
                   batch_size=32),
 }
 DONE = "NLVR1_READY.json"
