@@ -2,9 +2,10 @@
 # NLVR (v1.0) benchmark of every tuning method on a tiny ViLT (MODEL=meter: tiny METER):
 #   sh script/nlvr1_bench.sh TRAIN_SPLIT_DIR... --eval EVAL_SPLIT_DIR [options]
 #   e.g. sh script/nlvr1_bench.sh ../shared/data/nlvr1/test --eval ../shared/data/nlvr1/hidden
-# Writes arrows (NLVR1 writer) and a tokenizer into a cache, pre-trains with MLM+ITM on the training splits' true
-# statements, fine-tunes with every method, prints accuracy on the evaluation split next to updated parameters and
-# additional FLOPs; results JSON / PNG / table.md in the results folder. About 10-15 minutes on a 2-core CPU.
+# Writes arrows (NLVR1 writer), a generated NLVR-like world and a tokenizer into a cache, pre-trains with MLM+ITM on
+# the world (cached), fine-tunes every method for 3 seeds (--seeds N), prints accuracy (mean ± std) on the evaluation
+# split next to updated parameters and additional FLOPs; results JSON / PNG / table.md, per-seed JSON, checkpoints
+# and tuned weights in the results folder. See the README's NLVR v1 section for the measured runtime.
 # Options: see `python -m shared_apt.harness.experiments.nlvr1 --help` (--methods, --finetune-epochs, --image-index ...).
 set -eu
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

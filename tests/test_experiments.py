@@ -9,6 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from shared_apt.harness.experiments import compare, nlvr1
+from shared_apt.vl.data.arrow import read_arrow_table
 from shared_apt.vl.training.demo import ensure_demo
 
 torch.set_num_threads(1)
@@ -154,18 +155,17 @@ def test_nlvr1_benchmark_on_a_synthetic_split(tmp_path, capsys):
     cache, out = tmp_path / "cache", tmp_path / "bench"
     rc = nlvr1.main([str(src / "train"), "--eval", str(src / "hidden"), "--cache", str(cache), "--out", str(out),
                      "--methods", "classifier,lora", "--pretrain-epochs", "1", "--finetune-epochs", "1",
-                     "--batch-size", "16", "--no-progress"])
+                     "--batch-size", "16", "--no-progress", "--world-scenes", "12", "--seeds", "2"])
     assert rc == 0
     printed = capsys.readouterr().out
     doc = json.load(open(out / "results.json"))
     info = doc["task_info"]
-    # arrows: all six permutations of every training statement; true statements only as captions (minus the
-    # group-cut validation part); one row per evaluation statement
+    # arrows: all six permutations of every training statement; one row per evaluation statement; pre-training
+    # on the generated world (its own cached folder)
     assert info["train_rows"] == 6 * len(train)
-    n_true = sum(e["label"] == "true" for e in train)
-    cap_rows = {k: v for k, v in info["rows"].items() if k.startswith("nlvr1_cap_")}
-    assert sum(cap_rows.values()) == 6 * n_true and info["caption_rows"] < 6 * n_true
     assert info["eval_rows"] == len(ev)
+    world = read_arrow_table(os.path.join(info["world_dir"], "nlvr_world_train.arrow"))
+    assert info["caption_rows"] == len(world) > 0
     assert doc["metric"] == "accuracy" and doc["eval_tables"] == ["nlvr1_eval_hidden"]
     # majority baseline: the more frequent training label, scored on the evaluation labels
     train_true = sum(e["label"] == "true" for e in train) / len(train)
@@ -173,22 +173,35 @@ def test_nlvr1_benchmark_on_a_synthetic_split(tmp_path, capsys):
     assert doc["majority_baseline"]["answer_label"] == majority
     assert doc["majority_baseline"]["score"] == pytest.approx(
         sum(e["label"] == majority for e in ev) / len(ev))
+    # the pre-trained ITM head scored as true/false on the evaluation statements: a multiple of 1/6
+    assert doc["itm"]["nlvr_eval"] * len(ev) == pytest.approx(round(doc["itm"]["nlvr_eval"] * len(ev)))
     rows = {r["method"]: r for r in doc["rows"]}
-    assert set(rows) == {"classifier", "lora"}
+    assert set(rows) == {"classifier", "lora"} and doc["seeds"] == [0, 1]
+    # ranked by mean accuracy over the seeds, each seed's score from its own results JSON
+    assert [r["score"] for r in doc["rows"]] == sorted((r["score"] for r in doc["rows"]), reverse=True)
+    for seed in (0, 1):
+        per_seed = {r["method"]: r for r in json.load(open(out / f"seed{seed}" / "results.json"))["rows"]}
+        for method, r in rows.items():
+            assert r["scores"][seed] == per_seed[method]["score"]
+            assert os.path.isfile(per_seed[method]["checkpoint"]) and r["checkpoints"][seed] == \
+                per_seed[method]["checkpoint"]
+            assert os.path.isdir(per_seed[method]["tuned_weights"])
     for r in rows.values():
-        assert r["score"] is not None and 0.0 <= r["score"] <= 1.0
+        assert r["score"] == pytest.approx(sum(r["scores"]) / 2)
+        assert r["score_std"] == pytest.approx(abs(r["scores"][0] - r["scores"][1]) / 2)
         # accuracy over 3 x 2 statements: a multiple of 1/6
-        assert r["score"] * len(ev) == pytest.approx(round(r["score"] * len(ev)))
+        assert r["scores"][0] * len(ev) == pytest.approx(round(r["scores"][0] * len(ev)))
     assert rows["classifier"]["updated_params"] == 0 and rows["lora"]["updated_params"] > 0
     assert rows["lora"]["additional_macs"] == 0     # merged for inference
     # NLVR images (400x100) at image_size 160 -> 256x64 -> 16x4 patches: n = 40 text + 64 + image [CLS]
     assert doc["seq_len_detail"]["image_hw"] == [64, 256]
     assert doc["seq_len"] == 40 + 65
-    assert "| classifier | 0 |" in printed and "| lora |" in printed and "accuracy (%)" in printed
+    assert "| classifier | 0 |" in printed and "| lora |" in printed and "accuracy (%) mean" in printed
     assert (out / "results.png").read_bytes()[:8] == PNG_MAGIC
-    # arrows and tokenizer are cached: a second preparation writes nothing new
+    # arrows, world and tokenizer are cached: a second preparation writes nothing new
     marker = [p for p in cache.rglob(nlvr1.DONE)]
     assert len(marker) == 1
     mtime = marker[0].stat().st_mtime
-    nlvr1.prepare([str(src / "train")], str(src / "hidden"), str(cache), show_progress=False)
+    nlvr1.prepare([str(src / "train")], str(src / "hidden"), str(cache), show_progress=False,
+                  world=dict(nlvr1.WORLD, train_scenes=12, val_scenes=10))
     assert marker[0].stat().st_mtime == mtime

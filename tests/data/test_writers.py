@@ -438,6 +438,31 @@ def test_nlvr1_train_val_cut_keeps_groups_apart(nlvr1_root, tmp_path, group_by):
     assert rows(again / "nlvr1_test_val.arrow") == val
 
 
+def test_nlvr1_group_split_never_puts_a_folder_or_sentence_set_on_both_sides():
+    """Like the public hidden split, some examples spread their six images over two folders: folders chained by
+    such examples form one group. Checked for many seeds and fractions against the folders and sets by hand."""
+    examples = []
+    for n in range(12):
+        for m in range(2):
+            folder = str(n % 4)
+            spill = {k: (str((n + 1) % 4) if n in (2, 7) and k >= 4 else folder) for k in range(6)}
+            examples.append({"identifier": f"{n}-{m}", "directory": folder, "image_folders": spill})
+    # folders 2-3 are chained by example 2 and folders 3-0 by example 7: groups {0, 2, 3} and {1}
+    keys = nlvr1.group_keys(examples, "directory")
+    assert {frozenset(e["image_folders"].values()) | {e["directory"]} for e in examples} >= {frozenset({"2", "3"})}
+    assert len(set(keys)) == 2
+    for group_by in ("directory", "set"):
+        for seed in range(8):
+            for fraction in (0.2, 0.5, 0.8):
+                train, val = nlvr1.split_by_group(examples, fraction, seed=seed, group_by=group_by)
+                assert train and val and len(train) + len(val) == len(examples)
+                folders = lambda part: {f for e in part for f in e["image_folders"].values()}
+                sets = lambda part: {e["identifier"].split("-")[0] for e in part}
+                assert not sets(train) & sets(val)
+                if group_by == "directory":
+                    assert not folders(train) & folders(val)
+
+
 def test_nlvr1_errors(nlvr1_root, tmp_path):
     out = str(tmp_path / "out")
     with pytest.raises(RawDataError, match=r"hidden"):

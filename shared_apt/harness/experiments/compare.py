@@ -348,6 +348,8 @@ class Row:
     trainable_params: int
     learning_rate: float
     options: dict
+    checkpoint: Optional[str] = None       # the fine-tuned model's last.ckpt
+    tuned_weights: Optional[str] = None    # the tuned tensors alone (shared_apt.save_tuned), when written
 
     @property
     def additional_gflops(self) -> float:
@@ -415,7 +417,8 @@ def finetune(config: Mapping[str, Any], bb: Backbone, *, quiet: bool = False) ->
               wall_time_s=wall, steps=int(result["trainer"].global_step),
               trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
               learning_rate=float(config["learning_rate"]) * float(config.get("peft_lr_scale", 1)),
-              options=dict(config["peft_options"]))
+              options=dict(config["peft_options"]), checkpoint=result.get("last_model_path"),
+              tuned_weights=result.get("tuned_path"))
     return row, result
 
 
