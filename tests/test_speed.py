@@ -285,6 +285,8 @@ def test_demo_and_nlvr_bench_print_their_path_fp32_sdpa_at_the_tiny_width(capsys
     assert compare.build_config(bb, [bb.tiny], {})["hidden_size"] == 64
     assert compare.fastest_path("demo", bb) == 32
     assert capsys.readouterr().out.startswith("[demo] path: fp32 + SDPA attention (")
+    assert compare.fastest_path("demo", bb, "bf16") == "bf16" and compare.fastest_path("demo", bb, "32") == 32
+    assert "precision bf16 (--precision)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("backbone,precision", [("vilt-b32", "32"), ("meter-b", "bf16")])

@@ -598,6 +598,8 @@ def add_run_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--finetune-epochs", type=int, default=None)
     ap.add_argument("--finetune-lr", type=float, default=None, help="base learning rate (PETL methods x5)")
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--precision", default="auto", choices=("auto", "32", "bf16", "16"),
+                    help="'auto': the fastest path this machine supports (printed); 32, bf16 or 16 to force one")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="pre-train again even if a cached checkpoint matches")
     ap.add_argument("--no-progress", action="store_true", help="a line per epoch instead of Lightning's bars")
@@ -618,11 +620,16 @@ def resolve_run(args, defaults: Mapping[str, Mapping[str, Any]]):
     return bb, settings, methods
 
 
-def fastest_path(tag: str, bb: Backbone):
+def fastest_path(tag: str, bb: Backbone, forced: str = "auto"):
     """The ``precision`` of the fastest path this machine runs the tiny model on
-    (shared_apt.vl.speed.fastest_precision), printed with the path it names."""
+    (shared_apt.vl.speed.fastest_precision), printed with the path it names; ``forced`` (``--precision``) other than
+    "auto" is taken as given and printed as such."""
     from shared_apt.vl.speed import fastest_precision
 
+    if forced != "auto":
+        precision = int(forced) if forced.isdigit() else forced
+        print(f"[{tag}] path: precision {forced} (--precision) + SDPA attention", flush=True)
+        return precision
     precision, why = fastest_precision("cuda" if torch.cuda.is_available() else "cpu",
                                        int(build_config(bb, [bb.tiny], {})["hidden_size"]))
     print(f"[{tag}] path: {why}", flush=True)
@@ -633,7 +640,7 @@ def run_and_report(tag: str, bb: Backbone, task: TaskData, out: str, args, setti
                    methods: Sequence[str], extra: Mapping[str, Any], started: float) -> dict:
     """The end of every comparison command: :func:`compare` with the resolved settings and the command-line run
     options, then the table and where the table, JSON and plot were written."""
-    fastest = {"precision": fastest_path(tag, bb)}
+    fastest = {"precision": fastest_path(tag, bb, getattr(args, "precision", "auto"))}
     res = compare(bb, task, out, methods=methods, pretrain_epochs=settings["pretrain_epochs"],
                   pretrain_lr=settings["pretrain_lr"], finetune_epochs=settings["finetune_epochs"],
                   finetune_lr=settings["finetune_lr"], batch_size=settings["batch_size"], seed=args.seed,
