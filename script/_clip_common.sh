@@ -6,8 +6,8 @@
 # DEMO_CACHE/clip (the files of `MODEL=clip sh script/demo.sh`, built if absent), the world also written in CoOp's
 # ImageNet layouts for xd/dg, DEMO_EPOCHS epochs (about a minute per script on a 2-core CPU).
 
-if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="${PYTHON:-python3}"; fi
-export PYTHONPATH="$ROOT:$ROOT/CLIP${PYTHONPATH:+:$PYTHONPATH}"
+. "$ROOT/script/_python.sh"
+package_path CLIP
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
 
 case "$METHOD" in

@@ -5,7 +5,7 @@
 # With DATA_ROOT empty the demo world (synthetic shapes, upstream arrow formats) and a small tokenizer are generated
 # once into DEMO_CACHE, and a tiny model of the same code is trained / evaluated for DEMO_STEPS steps on CPU or GPU.
 
-if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="${PYTHON:-python3}"; fi
+. "$ROOT/script/_python.sh"
 
 case "$MODEL" in
   vilt) ENTRY="$ROOT/ViLT/run.py" ;;

@@ -15,7 +15,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 if [ "$#" -lt 1 ]; then
   echo "usage: sh script/clip_bench.sh FOLDER [--shots 16] [--seeds 1] [--json OUT] [options]" >&2; exit 2
 fi
-if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="${PYTHON:-python3}"; fi
+. "$ROOT/script/_python.sh"
 # paths are given relative to the caller's directory: resolve existing folders and the --json / --out targets
 # before changing directory (the list is rebuilt in place: each argument is shifted off and its resolved form
 # appended)
@@ -32,6 +32,6 @@ for a in "$@"; do
   esac
 done
 cd "$ROOT"
-export PYTHONPATH="$ROOT:$ROOT/CLIP${PYTHONPATH:+:$PYTHONPATH}"
+package_path CLIP
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
 exec "$PY" -m clip_apt.bench --cache "$CLIP_BENCH_CACHE" "$@"

@@ -30,8 +30,8 @@ set -eu
 : "${EXTRA:=}"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="${PYTHON:-python3}"; fi
-export PYTHONPATH="$ROOT:$ROOT/StableDiffusion${PYTHONPATH:+:$PYTHONPATH}"
+. "$ROOT/script/_python.sh"
+package_path StableDiffusion
 
 if [ -z "$MODEL_DIR" ]; then
   echo "[sd_dreambooth] MODEL_DIR empty: tiny demo model and subject (cache $DEMO_CACHE)" >&2

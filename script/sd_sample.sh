@@ -17,8 +17,8 @@ set -eu
 : "${DEMO_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/apt_vl_demo/sd}"
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="${PYTHON:-python3}"; fi
-export PYTHONPATH="$ROOT:$ROOT/StableDiffusion${PYTHONPATH:+:$PYTHONPATH}"
+. "$ROOT/script/_python.sh"
+package_path StableDiffusion
 if [ -z "$MODEL_DIR" ]; then
   eval "$("$PY" -m sd_apt.demo --cache "$DEMO_CACHE" --prepare)"
   MODEL_DIR=$DEMO_MODEL_DIR; CLASS_NOUN=$DEMO_CLASS_NOUN; IDENTIFIER=$DEMO_IDENTIFIER; RESOLUTION=$DEMO_RESOLUTION
