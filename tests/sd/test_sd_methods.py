@@ -185,7 +185,8 @@ def test_peft_lora_saved_in_diffusers_format_loads_back(tmp_path):
     torch.testing.assert_close(loaded, trained, rtol=1e-5, atol=1e-5)
 
 
-def test_apt_under_gradient_checkpointing_has_the_same_gradients():
+def _apt_unet_with_random_w2():
+    """A tiny UNet with APT (p 4, r 2) and W2 drawn away from its zero init, so every APT tensor gets a gradient."""
     torch.manual_seed(0)
     unet = tiny.unet()
     model = SDBackbone(unet)
@@ -193,6 +194,11 @@ def test_apt_under_gradient_checkpointing_has_the_same_gradients():
     with torch.no_grad():
         for m in shared_apt.tuning_modules(model):
             m.w2.normal_(std=0.1)
+    return unet, model
+
+
+def test_apt_under_gradient_checkpointing_has_the_same_gradients():
+    unet, model = _apt_unet_with_random_w2()
     x, t, c = _inputs(unet)
 
     def grads():
@@ -226,13 +232,7 @@ def test_profile_sd15_unet_counts_and_additional_macs():
 def test_apt_trains_under_bf16_autocast():
     """Mixed precision: the fused APT op runs at the parameters' dtype with autocast off (its hand-written backward
     is outside autocast), so a bf16-autocast step gives finite fp32 gradients close to the fp32 ones."""
-    torch.manual_seed(0)
-    unet = tiny.unet()
-    model = SDBackbone(unet)
-    shared_apt.apply(model, "apt", num_prompts=4, rank=2)
-    with torch.no_grad():
-        for m in shared_apt.tuning_modules(model):
-            m.w2.normal_(std=0.1)
+    unet, model = _apt_unet_with_random_w2()
     x, t, c = _inputs(unet)
 
     def grads(autocast):
