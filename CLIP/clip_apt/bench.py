@@ -447,9 +447,10 @@ def main(argv=None) -> int:
 
 
 def _fewshot_base_train(data: str, shots: int, seed: int):
-    from .datasets import fewshot, read_split, subsample_classes
+    """The run's K-shot base training set: the same cached subset (``split_fewshot/`` of the copy) the run reads."""
+    from .datasets import fewshot_splits, load_dataset, subsample_classes
 
-    return subsample_classes(fewshot(read_split(data), shots, seed), "base")["train"]
+    return subsample_classes(fewshot_splits(load_dataset("folder", data), shots, seed), "base")["train"]
 
 
 def _label_results(run_dir: str, label: str, key: str, dataset: str) -> None:
