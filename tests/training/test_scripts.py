@@ -8,7 +8,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TASKS = ("vqa", "nlvr", "f30k")
-ENTRY_POINTS = [f"{t}_{k}.sh" for t in TASKS for k in ("run", "eval")] + ["F30K_run.sh", "F30K_eval.sh"]
+#: the file-name prefix of each task's scripts: the APT authors' README names the Flickr30K ones F30K_*.sh
+PREFIX = {"vqa": "vqa", "nlvr": "nlvr", "f30k": "F30K"}
+ENTRY_POINTS = [f"{PREFIX[t]}_{k}.sh" for t in TASKS for k in ("run", "eval")]
 
 
 def _env(cache):
@@ -30,10 +32,20 @@ def spaced(demo, tmp_path):
     return str(repo), str(cache)
 
 
+def test_no_two_tracked_files_differ_only_in_case():
+    """On a case-insensitive file system (macOS, Windows defaults) two such files are one: a clone would keep only one
+    of them (an alias script that execs its lower-case twin would exec itself)."""
+    p = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    seen = {}
+    for name in p.stdout.splitlines():
+        seen.setdefault(name.lower(), []).append(name)
+    assert [v for v in seen.values() if len(v) > 1] == []
+
+
 def test_scripts_have_editable_variables():
     for task in TASKS:
         for kind in ("run", "eval"):
-            text = open(os.path.join(ROOT, "script", f"{task}_{kind}.sh")).read()
+            text = open(os.path.join(ROOT, "script", f"{PREFIX[task]}_{kind}.sh")).read()
             for var in ("MODEL", "METHOD", "DATA_ROOT", "LOAD_PATH", "NUM_GPUS", "PER_GPU_BATCHSIZE"):
                 assert f': "${{{var}:=' in text, (task, kind, var)
             if kind == "eval":
@@ -61,9 +73,9 @@ def test_run_then_eval_scripts_on_the_demo_world(spaced):
     # (the authors' file names; they pick up the runs' last.ckpt)
     for kind in ("run", "eval"):
         if kind == "run":
-            cmds = {t: (["sh", f"script/{t}_run.sh"], repo) for t in TASKS}
+            cmds = {t: (["sh", f"script/{PREFIX[t]}_run.sh"], repo) for t in TASKS}
         else:
-            cmds = {t: (["sh", f"script/{'F30K' if t == 'f30k' else t}_eval.sh"], os.path.join(repo, "ViLT"))
+            cmds = {t: (["sh", f"script/{PREFIX[t]}_eval.sh"], os.path.join(repo, "ViLT"))
                     for t in TASKS}
         procs = {t: subprocess.Popen(c, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for t, (c, cwd) in cmds.items()}
