@@ -11,18 +11,25 @@ a tiny latent diffusion model, on the CPU in minutes.
 3. DreamBooth with APT on the UNet (p, r = 22, 4: 15,368 parameters, budget-matched to LoRA r 4's 15,360 at these
    widths), with APT on the UNet's cross-attention and the text encoder ("apt_text", p 40: 15,366 parameters), with
    the LoRA baseline, and (``--control 1``) with the project's LoRA on self-attention only ("lora_attn1"); same data,
-   class images, steps and seeds (``sd_apt.dreambooth``). Learning rates: ``--lr`` (1e-3) for LoRA, ``--apt-lr``
-   for APT, by default 5 x ``--lr`` (the APT paper's rule, ``weights.APT_LR_FACTOR``; script/sd_dreambooth.sh uses it
-   too). Why apt_text: APT's side path reads only the query-side hidden states (the latent tokens), so on the UNet
-   alone it reads the prompt only through what the frozen cross-attention layers wrote into them and cannot tell
-   "a photo of a sks circle" from the class prompt that prior preservation holds fixed; on the text encoder the
-   identifier is one of the tokens it reads. lora_attn1 is the control: LoRA limited to what APT on the UNet reads
-   behaves like it. The identifier gap (``identifier_gap``) measures this directly.
-4. Samples of the untuned model, APT and LoRA for the same prompts and seeds; a grid (prompts x methods); DINO /
-   CLIP-I / CLIP-T with tiny random encoders (they only exercise the metric code), the identifier gap, and two
-   image-space fidelity measures against the subject images: colour-histogram distance of the foreground (pixels
-   assigned to the nearest of the world's four colours; total variation, 0 = same colours, 1 = disjoint) and
-   shape-mask IoU, averaged over the samples of the subject prompt.
+   steps and seeds (``sd_apt.dreambooth``). Learning rates: ``--lr`` (1e-3) for LoRA, ``--apt-lr`` for APT, by
+   default 5 x ``--lr`` (the APT paper's rule, ``weights.APT_LR_FACTOR``; script/sd_dreambooth.sh uses it too).
+   Recipe choices of the demo (both options of ``sd_apt.dreambooth``, the same for every method): no prior
+   preservation by default, as the LoRA example's README runs it (``--prior-loss-weight 1`` turns it on: with this
+   tiny text encoder the tuned models' unconditional prediction, which prior preservation does not hold, drifts
+   toward the subject, and classifier-free guidance then subtracts that drift from the samples); offset noise 0.3
+   (``--noise-offset``): SD's schedule leaves signal at the last timestep, the base model learned to read a sample's
+   colour from the per-channel mean of its starting noise, and without offset noise neither method changes the
+   colour that noise picks. Why apt_text: APT's side path reads only the query-side hidden states (the latent
+   tokens), so on the UNet alone it reads the prompt only through what the frozen cross-attention layers wrote into
+   them; on the text encoder the identifier is one of the tokens it reads. The identifier gap
+   (``identifier_gap``) measures whether a model keys on "sks".
+4. Samples of the untuned model and of each tuned model, ``--num-images`` (32) seeds per prompt, the same seeds for
+   every model; a grid (prompts x methods, the first ``--grid-images`` seeds); DINO / CLIP-I / CLIP-T with tiny
+   random encoders (they only exercise the metric code), the identifier gap, and two image-space fidelity measures
+   against the subject images: colour-histogram distance of the foreground (pixels assigned to the nearest of the
+   world's four colours; total variation, 0 = same colours, 1 = disjoint; mean and standard error over the samples)
+   and shape-mask IoU, averaged over the samples of the subject prompt. Reference row: the subject images encoded
+   and decoded by the VAE (what a model reproducing the training latents would draw).
 
     python -m sd_apt.demo --cache ~/.cache/apt_vl_demo/sd [--out DIR] [--fresh]
     python -m sd_apt.demo --cache DIR --prepare     # only step 1-2; prints DEMO_MODEL_DIR=... for the scripts
@@ -168,7 +175,7 @@ def image_fidelity(generated: list, subject: list) -> dict:
 @torch.no_grad()
 def vae_reconstructions(pipe, subject: list) -> list:
     """The subject images encoded (posterior mean) and decoded by the pipeline's VAE: what a model that reproduced the
-    training latents exactly would draw, the floor of the image-space distances."""
+    training latents exactly would draw (a reference for the image-space distances, not a bound: samples vary)."""
     from .dreambooth import image_tensor
 
     pixels = torch.stack([image_tensor(im, IMAGE, True) for im in subject])
@@ -343,7 +350,7 @@ def run(args) -> dict:
                        identifier_gap=identifier_gap(pipe, subject, f"a photo of a {IDENTIFIER} {CLASS_NOUN}",
                                                      f"a photo of a {CLASS_NOUN}"))
         results[name] = metrics
-    results["vae_floor"] = image_fidelity(vae_reconstructions(load_pipeline(paths["model_dir"]), subject), subject)
+    results["vae_reference"] = image_fidelity(vae_reconstructions(load_pipeline(paths["model_dir"]), subject), subject)
     shown = min(args.grid_images, args.num_images)
     rows = [[os.path.join(out, "samples", name, f"p{i:02d}_{j}.png") for name in runs for j in range(shown)]
             for i in range(len(PROMPTS))]
@@ -369,8 +376,8 @@ def render(results: dict) -> str:
              "CLIP-I* | CLIP-T* |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in results.items():
-        if name == "vae_floor":
-            lines.append(f"| subject through the VAE (floor) | - | {m['colour_hist_distance']:.3f} | "
+        if name == "vae_reference":
+            lines.append(f"| subject through the VAE (reference) | - | {m['colour_hist_distance']:.3f} | "
                          f"{m['mask_iou']:.3f} | - | - | - | - | - | - |")
             continue
         lines.append(f"| {name} | {m['tuned_params']:,} | {m['colour_hist_distance']:.3f} "
@@ -380,8 +387,8 @@ def render(results: dict) -> str:
                      f"{m['identifier_gap']:+.1f} | {m['dino']:.3f} | {m['clip_i']:.3f} | {m['clip_t']:.3f} |")
     lines.append("")
     lines.append("Image-space columns: samples of \"" + PROMPTS[0] + "\" (and, for the other colour distances, of "
-                 "\"" + PROMPTS[1] + "\" and \"" + PROMPTS[2] + "\") against the 4 subject images; ± one standard error "
-                 "over the samples. Identifier "
+                 "\"" + PROMPTS[1] + "\" and \"" + PROMPTS[2] + "\") against the 4 subject images; ± one standard "
+                 "error over the samples. Identifier "
                  "gap: the subject images' denoising loss (timesteps 500-999) with \"a photo of a " + CLASS_NOUN + "\" "
                  "over the loss with the instance prompt, minus 1 (~0 = the model ignores \"" + IDENTIFIER + "\"). *tiny random encoders "
                  "(no DINO / CLIP weights offline): they exercise the metric code only.")
