@@ -25,6 +25,7 @@ set -eu
 : "${GRADIENT_CHECKPOINTING:=false}"
 : "${CHECKPOINT_EVERY:=250}"
 : "${RESUME:=}"                    # "" | last | path of a .ckpt
+: "${NOISE_OFFSET:=0}"             # offset noise (the DreamBooth example's --offset_noise uses 0.1); 0 = off
 : "${SEED:=0}"
 : "${DEMO_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/apt_vl_demo/sd}"
 : "${EXTRA:=}"
@@ -56,4 +57,4 @@ exec "$PY" -m sd_apt.dreambooth --model-dir "$MODEL_DIR" --instance-dir "$INSTAN
   --method "$METHOD" --num-prompts "$NUM_PROMPTS" --rank "$RANK" --attention "$ATTENTION" --gate "$GATE" \
   --train-text-encoder "$TRAIN_TEXT_ENCODER" \
   --precision "$PRECISION" --gradient-checkpointing "$GRADIENT_CHECKPOINTING" --checkpoint-every "$CHECKPOINT_EVERY" \
-  --resume "$RESUME" --seed "$SEED" $EXTRA
+  --resume "$RESUME" --noise-offset "$NOISE_OFFSET" --seed "$SEED" $EXTRA

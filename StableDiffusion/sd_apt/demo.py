@@ -11,18 +11,25 @@ a tiny latent diffusion model, on the CPU in minutes.
 3. DreamBooth with APT on the UNet (p, r = 22, 4: 15,368 parameters, budget-matched to LoRA r 4's 15,360 at these
    widths), with APT on the UNet's cross-attention and the text encoder ("apt_text", p 40: 15,366 parameters), with
    the LoRA baseline, and (``--control 1``) with the project's LoRA on self-attention only ("lora_attn1"); same data,
-   class images, steps and seeds (``sd_apt.dreambooth``). Learning rates: ``--lr`` (1e-3) for LoRA, ``--apt-lr``
-   for APT, by default 5 x ``--lr`` (the APT paper's rule, ``weights.APT_LR_FACTOR``; script/sd_dreambooth.sh uses it
-   too). Why apt_text: APT's side path reads only the query-side hidden states (the latent tokens), so on the UNet
-   alone it reads the prompt only through what the frozen cross-attention layers wrote into them and cannot tell
-   "a photo of a sks circle" from the class prompt that prior preservation holds fixed; on the text encoder the
-   identifier is one of the tokens it reads. lora_attn1 is the control: LoRA limited to what APT on the UNet reads
-   behaves like it. The identifier gap (``identifier_gap``) measures this directly.
-4. Samples of the untuned model, APT and LoRA for the same prompts and seeds; a grid (prompts x methods); DINO /
-   CLIP-I / CLIP-T with tiny random encoders (they only exercise the metric code), the identifier gap, and two
-   image-space fidelity measures against the subject images: colour-histogram distance of the foreground (pixels
-   assigned to the nearest of the world's four colours; total variation, 0 = same colours, 1 = disjoint) and
-   shape-mask IoU, averaged over the samples of the subject prompt.
+   steps and seeds (``sd_apt.dreambooth``). Learning rates: ``--lr`` (1e-3) for LoRA, ``--apt-lr`` for APT, by
+   default 5 x ``--lr`` (the APT paper's rule, ``weights.APT_LR_FACTOR``; script/sd_dreambooth.sh uses it too).
+   Recipe choices of the demo (both options of ``sd_apt.dreambooth``, the same for every method): no prior
+   preservation by default, as the LoRA example's README runs it (``--prior-loss-weight 1`` turns it on: with this
+   tiny text encoder the tuned models' unconditional prediction, which prior preservation does not hold, drifts
+   toward the subject, and classifier-free guidance then subtracts that drift from the samples); offset noise 0.3
+   (``--noise-offset``): SD's schedule leaves signal at the last timestep, the base model learned to read a sample's
+   colour from the per-channel mean of its starting noise, and without offset noise neither method changes the
+   colour that noise picks. Why apt_text: APT's side path reads only the query-side hidden states (the latent
+   tokens), so on the UNet alone it reads the prompt only through what the frozen cross-attention layers wrote into
+   them; on the text encoder the identifier is one of the tokens it reads. The identifier gap
+   (``identifier_gap``) measures whether a model keys on "sks".
+4. Samples of the untuned model and of each tuned model, ``--num-images`` (32) seeds per prompt, the same seeds for
+   every model; a grid (prompts x methods, the first ``--grid-images`` seeds); DINO / CLIP-I / CLIP-T with tiny
+   random encoders (they only exercise the metric code), the identifier gap, and two image-space fidelity measures
+   against the subject images: colour-histogram distance of the foreground (pixels assigned to the nearest of the
+   world's four colours; total variation, 0 = same colours, 1 = disjoint; mean and standard error over the samples)
+   and shape-mask IoU, averaged over the samples of the subject prompt. Reference row: the subject images encoded
+   and decoded by the VAE (what a model reproducing the training latents would draw).
 
     python -m sd_apt.demo --cache ~/.cache/apt_vl_demo/sd [--out DIR] [--fresh]
     python -m sd_apt.demo --cache DIR --prepare     # only step 1-2; prints DEMO_MODEL_DIR=... for the scripts
@@ -154,11 +161,26 @@ def identifier_gap(pipe, subject: list, instance_prompt: str, class_prompt: str,
 
 
 def image_fidelity(generated: list, subject: list) -> dict:
-    """Means over (generated, subject) pairs of the colour-histogram distance and the shape-mask IoU."""
+    """Means over (generated, subject) pairs of the colour-histogram distance and the shape-mask IoU, and the
+    standard error of the colour distance's mean over the generated images (each image's mean over the subject
+    images is one observation; 0 for a single image)."""
     gs = [np.asarray(g.convert("RGB")) for g in generated]
     ss = [np.asarray(s.convert("RGB")) for s in subject]
-    return {"colour_hist_distance": float(np.mean([histogram_distance(g, s) for g in gs for s in ss])),
+    per_image = np.array([np.mean([histogram_distance(g, s) for s in ss]) for g in gs])
+    se = float(per_image.std(ddof=1) / np.sqrt(len(per_image))) if len(per_image) > 1 else 0.0
+    return {"colour_hist_distance": float(per_image.mean()), "colour_hist_distance_se": se,
             "mask_iou": float(np.mean([mask_iou(g, s) for g in gs for s in ss]))}
+
+
+@torch.no_grad()
+def vae_reconstructions(pipe, subject: list) -> list:
+    """The subject images encoded (posterior mean) and decoded by the pipeline's VAE: what a model that reproduced the
+    training latents exactly would draw (a reference for the image-space distances, not a bound: samples vary)."""
+    from .dreambooth import image_tensor
+
+    pixels = torch.stack([image_tensor(im, IMAGE, True) for im in subject])
+    out = pipe.vae.decode(pipe.vae.encode(pixels).latent_dist.mean).sample
+    return [Image.fromarray(((x.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()) for x in out]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -298,7 +320,7 @@ def run(args) -> dict:
             class_inference_steps=args.sample_steps, class_guidance_scale=args.guidance, resolution=IMAGE,
             center_crop=True, max_steps=args.steps, checkpoint_every=args.steps,
             with_prior_preservation=args.prior_loss_weight > 0, prior_loss_weight=args.prior_loss_weight,
-            learning_rate=apt_lr(args) if method.method == "apt" else args.lr,
+            noise_offset=args.noise_offset, learning_rate=apt_lr(args) if method.method == "apt" else args.lr,
             progress_bar=args.progress, seed=args.seed, method=method)
         runs[name] = train(cfg)
         timings[f"dreambooth_{name}_s"] = round(time.time() - t0, 1)
@@ -319,16 +341,21 @@ def run(args) -> dict:
         generated, prompts = read_samples(folder)
         metrics = dreambooth_metrics(generated, prompts, subject, dino, clip, IDENTIFIER, True)
         subject_samples = [g for g, p in zip(generated, prompts) if p == PROMPTS[0]]
-        other = [g for g, p in zip(generated, prompts) if p == PROMPTS[1]]  # the identifier on another shape
+        other = image_fidelity([g for g, p in zip(generated, prompts) if p == PROMPTS[1]], subject)  # sks square
+        blue = image_fidelity([g for g, p in zip(generated, prompts) if p == PROMPTS[2]], subject)  # drift check
         metrics.update(image_fidelity(subject_samples, subject), tuned_params=trainable,
-                       colour_hist_distance_other=image_fidelity(other, subject)["colour_hist_distance"],
+                       colour_hist_distance_other=other["colour_hist_distance"],
+                       colour_hist_distance_other_se=other["colour_hist_distance_se"],
+                       colour_hist_distance_blue=blue["colour_hist_distance"],
                        identifier_gap=identifier_gap(pipe, subject, f"a photo of a {IDENTIFIER} {CLASS_NOUN}",
                                                      f"a photo of a {CLASS_NOUN}"))
         results[name] = metrics
-    rows = [[os.path.join(out, "samples", name, f"p{i:02d}_{j}.png") for name in runs for j in range(args.num_images)]
+    results["vae_reference"] = image_fidelity(vae_reconstructions(load_pipeline(paths["model_dir"]), subject), subject)
+    shown = min(args.grid_images, args.num_images)
+    rows = [[os.path.join(out, "samples", name, f"p{i:02d}_{j}.png") for name in runs for j in range(shown)]
             for i in range(len(PROMPTS))]
     make_grid(rows, os.path.join(out, "grid.png"), cell=64,
-              col_labels=[f"{name}" if j == 0 else "" for name in runs for j in range(args.num_images)])
+              col_labels=[f"{name}" if j == 0 else "" for name in runs for j in range(shown)])
     timings["total_s"] = round(time.time() - t_start, 1)
     report = {"results": results, "prompts": PROMPTS, "timings": timings,
               "settings": {**vars(args), "apt_lr": apt_lr(args)}}
@@ -339,21 +366,29 @@ def run(args) -> dict:
         f.write(table + "\n")
     print(table)
     print(f"[demo] grid: {os.path.join(out, 'grid.png')} (rows: {'; '.join(PROMPTS)}; columns: "
-          f"{', '.join(runs)} x {args.num_images} seeds); timings {timings}")
+          f"{', '.join(runs)} x the first {shown} of {args.num_images} seeds); timings {timings}")
     return report
 
 
 def render(results: dict) -> str:
     lines = ["| model | tuned params | colour-hist distance (lower = closer) | shape-mask IoU | colour distance, "
-             "\"" + PROMPTS[1] + "\" | identifier gap % | DINO* | CLIP-I* | CLIP-T* |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "\"" + PROMPTS[1] + "\" | colour distance, \"" + PROMPTS[2] + "\" | identifier gap % | DINO* | "
+             "CLIP-I* | CLIP-T* |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in results.items():
-        lines.append(f"| {name} | {m['tuned_params']:,} | {m['colour_hist_distance']:.3f} | {m['mask_iou']:.3f} | "
-                     f"{m['colour_hist_distance_other']:.3f} | "
+        if name == "vae_reference":
+            lines.append(f"| subject through the VAE (reference) | - | {m['colour_hist_distance']:.3f} | "
+                         f"{m['mask_iou']:.3f} | - | - | - | - | - | - |")
+            continue
+        lines.append(f"| {name} | {m['tuned_params']:,} | {m['colour_hist_distance']:.3f} "
+                     f"± {m['colour_hist_distance_se']:.3f} | {m['mask_iou']:.3f} | "
+                     f"{m['colour_hist_distance_other']:.3f} ± {m['colour_hist_distance_other_se']:.3f} | "
+                     f"{m['colour_hist_distance_blue']:.3f} | "
                      f"{m['identifier_gap']:+.1f} | {m['dino']:.3f} | {m['clip_i']:.3f} | {m['clip_t']:.3f} |")
     lines.append("")
-    lines.append("Image-space columns: samples of \"" + PROMPTS[0] + "\" (and, for the second colour distance, of "
-                 "\"" + PROMPTS[1] + "\") against the 4 subject images. Identifier "
+    lines.append("Image-space columns: samples of \"" + PROMPTS[0] + "\" (and, for the other colour distances, of "
+                 "\"" + PROMPTS[1] + "\" and \"" + PROMPTS[2] + "\") against the 4 subject images; ± one standard "
+                 "error over the samples. Identifier "
                  "gap: the subject images' denoising loss (timesteps 500-999) with \"a photo of a " + CLASS_NOUN + "\" "
                  "over the loss with the instance prompt, minus 1 (~0 = the model ignores \"" + IDENTIFIER + "\"). *tiny random encoders "
                  "(no DINO / CLIP weights offline): they exercise the metric code only.")
@@ -372,7 +407,7 @@ def parser() -> argparse.ArgumentParser:
                     help="tiny UNet: transformer blocks per attention (diffusers' transformer_layers_per_block)")
     ap.add_argument("--methods", default="", help="comma list: run only these (apt, apt_text, lora, lora_attn1)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest at this size)")
-    ap.add_argument("--steps", type=int, default=400, help="DreamBooth steps per method")
+    ap.add_argument("--steps", type=int, default=800, help="DreamBooth steps per method")
     ap.add_argument("--lr", type=float, default=1e-3, help="DreamBooth learning rate of LoRA")
     ap.add_argument("--apt-lr", type=float, default=None,
                     help=f"DreamBooth learning rate of APT (default: {APT_LR_FACTOR} x --lr, the APT paper's rule: "
@@ -388,9 +423,13 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--gate", action="store_true", help="APT zero-start gate")
     ap.add_argument("--class-images", type=int, default=16)
-    ap.add_argument("--prior-loss-weight", type=float, default=1.0,
-                    help="DreamBooth prior-preservation weight (0: no prior preservation, no class images)")
-    ap.add_argument("--num-images", type=int, default=4)
+    ap.add_argument("--prior-loss-weight", type=float, default=0.0,
+                    help="DreamBooth prior-preservation weight (0, the default: no prior preservation and no class "
+                         "images, as the LoRA example's README runs it; 1: the example's --with_prior_preservation)")
+    ap.add_argument("--noise-offset", type=float, default=0.3,
+                    help="offset noise in DreamBooth training (sd_apt.dreambooth.training_noise; 0 = off)")
+    ap.add_argument("--num-images", type=int, default=32, help="samples per prompt and model (the metrics' sample)")
+    ap.add_argument("--grid-images", type=int, default=4, help="samples per prompt and model shown in the grid")
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0)

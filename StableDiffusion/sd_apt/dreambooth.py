@@ -9,9 +9,10 @@ Recipe (the example's): instance prompt "a photo of sks dog", class prompt "a ph
 ``class_dir`` (images already there count); dataset length max(#class, #instance), item i = instance i mod N and
 class i mod M, shuffled each epoch; Resize + RandomCrop (CenterCrop with ``center_crop``) to the resolution, [-1, 1];
 instance and class examples concatenated in one batch; latents = VAE mean/std sample x scaling factor; DDPM noise at
-t ~ U{0..T-1}; loss = MSE(instance) + prior_loss_weight x MSE(class) in fp32; AdamW (0.9, 0.999, wd 1e-2, eps 1e-8);
-constant learning rate after ``lr_warmup_steps``; gradient norm clipped to 1.0. UNet, VAE and text encoder frozen;
-only the method's parameters train.
+t ~ U{0..T-1} (offset noise optional, ``noise_offset``, off by default as in the example); loss = MSE(instance) +
+prior_loss_weight x MSE(class) in fp32; AdamW (0.9, 0.999, wd 1e-2, eps 1e-8); constant learning rate after
+``lr_warmup_steps``; gradient norm clipped to 1.0. UNet, VAE and text encoder frozen; only the method's parameters
+train.
 
 Lightning gives checkpoints (only the trained tensors + optimiser state, every ``checkpoint_every`` steps and
 ``last.ckpt``), ``--resume last|PATH``, the progress bar, mixed precision (``--precision 16-mixed|bf16-mixed`` on
@@ -66,6 +67,7 @@ class DreamBoothConfig:
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
+    noise_offset: float = 0.0                 # offset noise (the example's --offset_noise is 0.1): training_noise
     seed: int = 0
     precision: str = "32-true"                # 16-mixed / bf16-mixed on GPU
     gradient_checkpointing: bool = False
@@ -274,7 +276,7 @@ class DreamBoothModule(pl.LightningModule):
             dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
             eps = torch.randn(dist.mean.shape, generator=g).to(pixels.device, dist.mean.dtype)
             latents = (dist.mean + dist.std * eps) * self.vae.config.scaling_factor
-        noise = torch.randn(latents.shape, generator=g).to(latents.device, latents.dtype)
+        noise = training_noise(latents.shape, cfg.noise_offset, g).to(latents.device, latents.dtype)
         steps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (latents.shape[0],),
                               generator=g).to(latents.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, steps)
@@ -299,6 +301,18 @@ class DreamBoothModule(pl.LightningModule):
         warm = cfg.lr_warmup_steps
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 if warm == 0 else min(1.0, (s + 1) / warm))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def training_noise(shape: tuple, noise_offset: float, generator: torch.Generator) -> torch.Tensor:
+    """The epsilon target: N(0, I) of ``shape`` [B, C, H, W], plus, with ``noise_offset`` > 0, offset noise (the
+    DreamBooth example's ``--offset_noise``, which uses 0.1; Guttenberg, "Diffusion with offset noise", 2023): one more
+    N(0, 1) draw per (example, channel), times the offset, added at every pixel. SD's schedule keeps some signal at
+    t = T-1, so a model trained on plain noise learns to read an image's mean colour from the per-channel mean of
+    the noise it starts from; offset noise makes that mean uninformative during training."""
+    noise = torch.randn(shape, generator=generator)
+    if noise_offset:
+        noise = noise + noise_offset * torch.randn(tuple(shape[:2]) + (1, 1), generator=generator)
+    return noise
 
 
 def _training_scheduler(scheduler):

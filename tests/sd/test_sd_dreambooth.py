@@ -25,6 +25,22 @@ def test_prior_preservation_loss_by_hand():
     assert half.dtype == torch.float32
 
 
+def test_training_noise_with_and_without_offset():
+    from sd_apt.dreambooth import training_noise
+
+    shape = (2, 4, 3, 3)
+    plain = training_noise(shape, 0.0, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, torch.randn(shape, generator=torch.Generator().manual_seed(3)))
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(shape, generator=g)
+    per_channel = torch.randn(2, 4, generator=g)  # one draw per (example, channel), after the pixel noise
+    offset = training_noise(shape, 0.3, torch.Generator().manual_seed(3))
+    for b in range(2):
+        for c in range(4):
+            assert torch.allclose(offset[b, c] - base[b, c], torch.full((3, 3), 0.3 * per_channel[b, c].item()),
+                                  atol=1e-6)
+
+
 def test_collate_puts_instances_first():
     ex = [{"instance_pixels": torch.full((3, 2, 2), float(i)), "instance_ids": torch.tensor([i]),
            "class_pixels": torch.full((3, 2, 2), 10.0 + i), "class_ids": torch.tensor([10 + i])} for i in range(2)]

@@ -98,6 +98,13 @@ def test_image_space_fidelity_by_hand():
     assert histogram_distance(half, red) == pytest.approx(0.5)
     m = image_fidelity([Image.fromarray(red), Image.fromarray(blue)], [Image.fromarray(red)])
     assert m["mask_iou"] == pytest.approx((1 + 0.5) / 2) and m["colour_hist_distance"] == pytest.approx(0.5)
+    # per-image distances 0 and 1: sample standard deviation sqrt(0.5), standard error sqrt(0.5) / sqrt(2) = 0.5
+    assert m["colour_hist_distance_se"] == pytest.approx(0.5)
+    # three images at distances 0, 0.5, 1 (against one subject): sd 0.5, se 0.5 / sqrt(3)
+    m = image_fidelity([Image.fromarray(x) for x in (red, half, blue)], [Image.fromarray(red)])
+    assert m["colour_hist_distance"] == pytest.approx(0.5)
+    assert m["colour_hist_distance_se"] == pytest.approx(0.5 / 3 ** 0.5)
+    assert image_fidelity([Image.fromarray(red)], [Image.fromarray(red)])["colour_hist_distance_se"] == 0.0
 
 
 def test_sd_scripts_parse_under_dash():
