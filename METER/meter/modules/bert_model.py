@@ -11,8 +11,8 @@ in cross-attention; their additive mask is 0 (always attended).
 
 The linear layers are ``shared_apt.vl.speed.Linear`` (``nn.Linear`` whose frozen fp32 CPU products run through
 oneDNN). ``BertSelfAttention.attention_impl``: "sdpa" (default; ``F.scaled_dot_product_attention`` with the same
-(through ``shared_apt.vl.speed.scaled_dot_product_attention``: upstream's math in bf16 on the CPU)
-additive mask, fp32 outputs within 1e-5 of upstream's math) or "explicit" (upstream's matmul / softmax / matmul)."""
+additive mask through ``shared_apt.vl.speed.scaled_dot_product_attention``, which runs upstream's math in bf16 on the
+CPU; fp32 outputs within 1e-5 of upstream's math) or "explicit" (upstream's matmul / softmax / matmul)."""
 from __future__ import annotations
 
 import math
