@@ -223,8 +223,9 @@ def apply_speed_options(layers: Iterable[nn.Module], model: nn.Module, attention
 # The fastest precision for a model of a given width. bf16 autocast pays off where matrix products dominate; on small
 # models the casts around every product cost more than they save. Measured on a 2-core AMD EPYC with AVX512-BF16
 # (training step, interleaved rounds, machine shared): hidden 64 (the demo's tiny ViLT, batch 32) bf16 1.14x SLOWER
-# than fp32; hidden 768 (ViLT-B/32 + APT, batch 8, n 242, fp32 products through oneDNN) bf16 training step 0.92x
-# fp32's, inference 1.08x (README "Speed and memory"). The rule is for training runs (the demo, the NLVR bench).
+# than fp32 (measured before the CPU bf16 path of Linear / scaled_dot_product_attention); hidden 768 (ViLT-B/32 +
+# APT, batch 8, n 242, both precisions through oneDNN) bf16 training step 0.67x fp32's, inference 0.85x (README
+# "Speed and memory"). The rule is for training runs (the demo, the NLVR bench).
 BF16_MIN_HIDDEN = 512
 
 
