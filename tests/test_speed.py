@@ -1,6 +1,7 @@
 """Speed options (shared_apt.vl.speed) on tiny ViLT and METER models with every tuning method: the SDPA attention
 equals upstream's explicit attention (outputs and gradients, padding masks, deep prompts' extra keys/values),
-recomputation gives the same gradients, every method trains a step under bf16 autocast and compiled."""
+recomputation gives the same gradients, every method trains a step under bf16 autocast (the bf16 fast path: the
+same numbers as upstream's math under autocast) and compiled."""
 from __future__ import annotations
 
 import contextlib
@@ -244,9 +245,103 @@ def test_frozen_linear_runs_through_onednn_with_f_linear_values_and_input_gradie
     lin.weight.requires_grad_(True)
     assert "mkldnn._linear_pointwise" not in _linear_run(lin, x)[2] and lin.weight.grad is not None
     lin.weight.requires_grad_(False)
-    assert "mkldnn._linear_pointwise" not in _linear_run(lin, x, autocast=torch.bfloat16)[2]
+    assert "mkldnn._linear_pointwise" not in _linear_run(lin, x, autocast=torch.float16)[2]  # only bf16 autocast
     with pytest.raises(ValueError, match="linear_impl='blas'"):
         set_linear_impl(lin, "blas")
+
+
+def test_frozen_linear_under_bf16_autocast_runs_through_onednn_as_autocast_f_linear():
+    """Under CPU bf16 autocast the frozen linear is autocast's F.linear (bf16 input, weight and bias, fp32
+    accumulation, bf16 output, bf16 input gradient) through oneDNN: against an fp64 product of the bf16-rounded
+    operands it is off by the output's one bf16 rounding, and it equals ATen's autocast path within two."""
+    from shared_apt.vl.speed import Linear
+
+    torch.manual_seed(0)
+    lin = Linear(32, 48).requires_grad_(False)
+    x = torch.randn(3, 7, 32)
+    y, gx, ops = _linear_run(lin, x, autocast=torch.bfloat16)
+    assert ops.count("mkldnn._linear_pointwise") == 2 and not {"aten.addmm", "aten.mm", "aten.linear"} & set(ops)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        assert lin(x).dtype == torch.bfloat16
+    assert gx.dtype == torch.float32
+    r = lambda t: t.bfloat16().double()  # noqa: E731
+    ref = torch.nn.functional.linear(r(x), r(lin.weight), r(lin.bias))
+    ulp = 2.0 ** -8  # bf16: 8 significant bits
+    torch.testing.assert_close(y, ref.float(), rtol=ulp, atol=1e-6)
+    g = r(2 * y)  # d(sum y^2)/dy, in y's dtype (bf16)
+    torch.testing.assert_close(gx, (g @ r(lin.weight)).float(), rtol=ulp, atol=1e-6)
+    lin.linear_impl = "aten"
+    y_aten, gx_aten, ops_aten = _linear_run(lin, x, autocast=torch.bfloat16)
+    assert "mkldnn._linear_pointwise" not in ops_aten
+    torch.testing.assert_close(y, y_aten, rtol=2 * ulp, atol=1e-6)
+    torch.testing.assert_close(gx, gx_aten, rtol=2 * ulp, atol=1e-6)
+
+
+def _upstream_attention(q, k, v, mask, scale):
+    """ViLT's explicit attention (upstream's matmul, scale, -inf masking of padded keys, softmax, matmul)."""
+    attn = (q @ k.transpose(-2, -1)) * scale
+    return attn.masked_fill(~mask[:, None, None, :], float("-inf")).softmax(dim=-1) @ v
+
+
+@pytest.mark.parametrize("additive", [False, True])
+def test_bf16_cpu_attention_is_upstreams_explicit_math_under_autocast(additive):
+    """speed.scaled_dot_product_attention on the CPU under bf16 autocast: the values and gradients of upstream's
+    explicit attention under the same autocast (bool or additive padding masks); F.scaled_dot_product_attention
+    in fp32 and outside the CPU's bf16."""
+    from shared_apt.vl import speed
+
+    torch.manual_seed(0)
+    B, H, N, D = 2, 3, 9, 8
+    q0, k0, v0 = (torch.randn(B, H, N, D) for _ in range(3))
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[0, 6:] = False
+    attn_mask = mask[:, None, None, :]
+    if additive:
+        attn_mask = torch.zeros(B, 1, 1, N).masked_fill(~attn_mask, float("-inf"))
+
+    def run(f):
+        q, k, v = (t.clone().requires_grad_(True) for t in (q0, k0, v0))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = f(q, k, v)
+        out.float().square().sum().backward()
+        return out, q.grad, k.grad, v.grad
+
+    log = _OpLog()
+    with log:
+        ours = run(lambda q, k, v: speed.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=0.3))
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" not in log.ops and ours[0].dtype == torch.bfloat16
+    ref = run(lambda q, k, v: _upstream_attention(q, k, v, mask, 0.3))
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with log:  # fp32: torch's function (the fused kernel)
+        log.ops.clear()
+        out32 = speed.scaled_dot_product_attention(q0, k0, v0, attn_mask=attn_mask, scale=0.3)
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in log.ops
+    torch.testing.assert_close(out32, _upstream_attention(q0, k0, v0, mask, 0.3), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone", ["vilt", "meter"])
+@pytest.mark.parametrize("method", METHODS)
+def test_bf16_fast_path_equals_upstream_math_under_autocast(backbone, method):
+    """A training step under bf16 autocast with the defaults (oneDNN bf16 linear layers, the CPU bf16 attention)
+    against the same model on ATen's F.linear and upstream's explicit attention under the same autocast: the same
+    bf16 numbers up to the products' summation order (outputs and gradients of every method)."""
+    from shared_apt.vl.speed import set_linear_impl
+
+    model = _build(backbone, method)
+    batch = _batch(backbone, model)
+    out_f, grads_f = _step(model, batch, autocast=torch.bfloat16)
+    set_attention_impl(model, "explicit")
+    set_linear_impl(model, "aten")
+    out_r, grads_r = _step(model, batch, autocast=torch.bfloat16)
+    # (here equal to the bit; the bounds allow two bf16 roundings of the output and a tenth of the gap between bf16
+    # and fp32 gradients, 0.6-1.5 % on these models, for other summation orders of other CPUs' kernels)
+    torch.testing.assert_close(out_f, out_r, rtol=2.0 ** -7, atol=1e-5)
+    names = [n for n, g in grads_r.items() if g is not None]
+    assert names and all(grads_f[n] is not None for n in names)
+    g_f = torch.cat([grads_f[n].flatten() for n in names])
+    g_r = torch.cat([grads_r[n].flatten() for n in names])
+    assert (g_f - g_r).norm() <= 1e-3 * g_r.norm()
 
 
 @pytest.mark.parametrize("backbone", ["vilt", "meter"])

@@ -1,11 +1,12 @@
 """Speed options of the vision-language backbones (config keys, the same in ViLT and METER):
 
-* ``attention_impl``: ``"sdpa"`` (default) runs attention through ``F.scaled_dot_product_attention`` (torch's fused
-  kernels; fp32 outputs within 1e-5 of upstream's math), ``"explicit"`` keeps upstream's matmul / softmax / matmul;
-  both apply the same padding mask and the tuning methods' extra keys/values;
+* ``attention_impl``: ``"sdpa"`` (default) runs attention through :func:`scaled_dot_product_attention`, i.e.
+  ``F.scaled_dot_product_attention`` (torch's fused kernels; fp32 outputs within 1e-5 of upstream's math) except on
+  the CPU in bf16, where upstream's math in bf16 is faster than the fused CPU kernel; ``"explicit"`` keeps
+  upstream's matmul / softmax / matmul; both apply the same padding mask and the tuning methods' extra keys/values;
 * ``linear_impl`` (module attribute of :class:`Linear`, set with :func:`set_linear_impl`; not a config key):
-  ``"onednn"`` (default) runs the frozen fp32 CPU products of the transformer layers' linear layers through oneDNN,
-  ``"aten"`` through ``F.linear`` (ATen's BLAS);
+  ``"onednn"`` (default) runs the frozen CPU products of the transformer layers' linear layers (fp32, or bf16 under
+  CPU bf16 autocast) through oneDNN, ``"aten"`` through ``F.linear`` (ATen's BLAS);
 * ``recompute_layers``: ``True`` recomputes each transformer layer's activations in the backward pass
   (``torch.utils.checkpoint``, non-reentrant, RNG state restored so dropout draws the same masks) instead of saving
   them: less training memory for more time, same gradients;
@@ -60,27 +61,69 @@ class _FrozenLinearOneDNN(torch.autograd.Function):
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters and state-dict keys) of the backbones' transformer layers.
 
-    ``linear_impl = "onednn"`` (the default): while the weight and bias are frozen, the input is fp32 on the CPU and
-    autocast is off, the product (and the input gradient) runs through oneDNN instead of ATen's BLAS (MKL). On this
-    project's AMD EPYC machine MKL's fp32 GEMM is about 2.2x slower than oneDNN's at ViLT-B's sizes (README "Speed and
-    memory"); both are fp32 with fp32 accumulation (only the summation order differs). ``"aten"`` is ``F.linear``
-    always. Trainable weights, other dtypes, autocast, GPUs, ``torch.compile`` and torch builds without oneDNN always
-    take ``F.linear``."""
+    ``linear_impl = "onednn"`` (the default): while the weight and bias are frozen and the input is on the CPU, the
+    product (and the input gradient) runs through oneDNN (``mkldnn._linear_pointwise``) instead of ATen's ``addmm`` /
+    ``mm``:
+
+    * fp32, autocast off: fp32 products with fp32 accumulation (only the summation order differs from ATen's BLAS).
+      On this project's AMD EPYC machine MKL's fp32 GEMM is about 2.2x slower than oneDNN's at ViLT-B's sizes (README
+      "Speed and memory");
+    * under CPU bf16 autocast: what autocast does to ``F.linear`` (input, weight and bias cast to bf16, fp32
+      accumulation, bf16 output, the input gradient in bf16), with the bias added inside the product instead of
+      ATen's separate copy of the bias into the output (README "Speed and memory": measured 5-7 % less time per
+      product on one core).
+
+    ``"aten"`` is ``F.linear`` always. Trainable weights, other dtypes or autocast dtypes, GPUs, ``torch.compile``
+    and torch builds without oneDNN always take ``F.linear``."""
 
     linear_impl = "onednn"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.linear_impl == "onednn" and self._frozen_fp32_cpu(x):
-            return _FrozenLinearOneDNN.apply(x, self.weight, self.bias)
+        if self.linear_impl == "onednn" and self._frozen_cpu(x):
+            if not torch.is_autocast_enabled("cpu"):
+                if x.dtype == self.weight.dtype == torch.float32:
+                    return _FrozenLinearOneDNN.apply(x, self.weight, self.bias)
+            elif torch.get_autocast_dtype("cpu") == torch.bfloat16 and x.is_floating_point() \
+                    and self.weight.dtype == torch.float32:
+                bf16 = torch.bfloat16
+                return _FrozenLinearOneDNN.apply(x.to(bf16), self.weight.to(bf16),
+                                                 None if self.bias is None else self.bias.to(bf16))
         if self.linear_impl not in LINEAR_IMPLS:
             raise ValueError(f"linear_impl={self.linear_impl!r}: expected one of {LINEAR_IMPLS}")
         return F.linear(x, self.weight, self.bias)
 
-    def _frozen_fp32_cpu(self, x: torch.Tensor) -> bool:
+    def _frozen_cpu(self, x: torch.Tensor) -> bool:
         w, b = self.weight, self.bias
-        return (x.device.type == "cpu" and x.dtype == w.dtype == torch.float32 and not w.requires_grad
-                and (b is None or not b.requires_grad) and not torch.is_autocast_enabled("cpu")
+        return (x.device.type == "cpu" and not w.requires_grad and (b is None or not b.requires_grad)
                 and not torch.compiler.is_compiling() and torch.backends.mkldnn.is_available())
+
+
+def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None,
+                                 dropout_p: float = 0.0, scale: float | None = None) -> torch.Tensor:
+    """The backbones' ``attention_impl = "sdpa"`` path: ``F.scaled_dot_product_attention``, except on the CPU in bf16
+    (bf16 autocast on, or q, k, v in bf16, and not while ``torch.compile`` traces), where it runs the explicit math in
+    bf16 as upstream's attention does under autocast: ``softmax(mask(q k^T * scale)) v`` with bf16 products (fp32
+    accumulation), a bf16 softmax and the mask added in place (bool: ``-inf`` where False; float: as given). torch's
+    fused CPU kernel is about 2.3x slower there (ViLT-B/32 sizes, forward + backward; README "Speed and memory"): it
+    runs its softmax in fp32 on blocks, which is more accurate (max error against fp32 about 0.25x the explicit
+    bf16 math's) but not what autocast gives upstream's attention. Same arguments as the torch function (no
+    ``is_causal``)."""
+    if not (q.device.type == "cpu" and not torch.compiler.is_compiling()
+            and (torch.get_autocast_dtype("cpu") == torch.bfloat16 if torch.is_autocast_enabled("cpu")
+                 else q.dtype == k.dtype == v.dtype == torch.bfloat16)):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
+    bf16 = torch.bfloat16
+    with torch.autocast("cpu", enabled=False):
+        q, k, v = q.to(bf16), k.to(bf16), v.to(bf16)
+        scores = torch.matmul(q, k.transpose(-2, -1)).mul_(q.shape[-1] ** -0.5 if scale is None else scale)
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:  # as an additive mask (same values; one pass less than masked_fill_)
+                attn_mask = torch.zeros(attn_mask.shape, dtype=bf16).masked_fill_(~attn_mask, float("-inf"))
+            scores.add_(attn_mask.to(bf16))
+        probs = scores.softmax(dim=-1)
+        if dropout_p > 0.0:
+            probs = F.dropout(probs, dropout_p)
+        return torch.matmul(probs, v)
 
 
 def set_linear_impl(model: nn.Module, impl: str) -> int:
@@ -180,8 +223,9 @@ def apply_speed_options(layers: Iterable[nn.Module], model: nn.Module, attention
 # The fastest precision for a model of a given width. bf16 autocast pays off where matrix products dominate; on small
 # models the casts around every product cost more than they save. Measured on a 2-core AMD EPYC with AVX512-BF16
 # (training step, interleaved rounds, machine shared): hidden 64 (the demo's tiny ViLT, batch 32) bf16 1.14x SLOWER
-# than fp32; hidden 768 (ViLT-B/32 + APT, batch 8, n 242, fp32 products through oneDNN) bf16 training step 0.92x
-# fp32's, inference 1.08x (README "Speed and memory"). The rule is for training runs (the demo, the NLVR bench).
+# than fp32 (measured before the CPU bf16 path of Linear / scaled_dot_product_attention); hidden 768 (ViLT-B/32 +
+# APT, batch 8, n 242, both precisions through oneDNN) bf16 training step 0.67x fp32's, inference 0.85x (README
+# "Speed and memory"). The rule is for training runs (the demo, the NLVR bench).
 BF16_MIN_HIDDEN = 512
 
 

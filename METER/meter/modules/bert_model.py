@@ -11,7 +11,8 @@ in cross-attention; their additive mask is 0 (always attended).
 
 The linear layers are ``shared_apt.vl.speed.Linear`` (``nn.Linear`` whose frozen fp32 CPU products run through
 oneDNN). ``BertSelfAttention.attention_impl``: "sdpa" (default; ``F.scaled_dot_product_attention`` with the same
-additive mask, fp32 outputs within 1e-5 of upstream's math) or "explicit" (upstream's matmul / softmax / matmul)."""
+additive mask through ``shared_apt.vl.speed.scaled_dot_product_attention``, which runs upstream's math in bf16 on the
+CPU; fp32 outputs within 1e-5 of upstream's math) or "explicit" (upstream's matmul / softmax / matmul)."""
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ from torch import nn
 
 from shared_apt.peft.sites import extra_kv_tokens, pad_key_mask
 
-from shared_apt.vl.speed import ATTENTION_IMPLS, Linear
+from shared_apt.vl.speed import ATTENTION_IMPLS, Linear, scaled_dot_product_attention
 
 
 class BertSelfAttention(nn.Module):
@@ -57,7 +58,7 @@ class BertSelfAttention(nn.Module):
             mask = pad_key_mask(mask, extra.shape[0], 0.0)
         q, k, v = self._heads(q), self._heads(k), self._heads(v)
         if self.attention_impl == "sdpa":
-            ctx = F.scaled_dot_product_attention(
+            ctx = scaled_dot_product_attention(
                 q, k, v, attn_mask=None if mask is None else mask.to(q.dtype),
                 dropout_p=self.dropout.p if self.training else 0.0, scale=1.0 / math.sqrt(self.head_dim))
         elif self.attention_impl == "explicit":

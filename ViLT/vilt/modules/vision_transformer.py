@@ -7,7 +7,8 @@ the top-left pixel, valid patches first then padding patches, pre-LN blocks with
 padded keys, no attention-probability dropout.
 
 The blocks' linear layers are ``shared_apt.vl.speed.Linear`` (``nn.Linear`` whose frozen fp32 CPU products run
-through oneDNN). Attention runs through ``F.scaled_dot_product_attention`` (``attention_impl = "sdpa"``, the default:
+through oneDNN). Attention runs through ``F.scaled_dot_product_attention`` (``attention_impl = "sdpa"``, the default,
+through ``shared_apt.vl.speed.scaled_dot_product_attention``, which runs upstream's math in bf16 on the CPU:
 torch's fused kernels, fp32 outputs within 1e-5 of upstream's math) or upstream's explicit softmax(QK^T * scale) V
 (``attention_impl = "explicit"``); the padding mask is the same boolean key mask on both paths.
 """
@@ -19,7 +20,7 @@ from torch import nn
 
 from shared_apt.peft.sites import extra_kv_tokens, pad_key_mask
 
-from shared_apt.vl.speed import ATTENTION_IMPLS, Linear, call_layer
+from shared_apt.vl.speed import ATTENTION_IMPLS, Linear, call_layer, scaled_dot_product_attention
 
 
 def trunc_normal_(tensor: torch.Tensor, std: float = 0.02) -> torch.Tensor:
@@ -94,7 +95,7 @@ class Attention(nn.Module):
         if mask is not None:
             mask = pad_key_mask(mask.bool(), L - N, True)
         if self.attention_impl == "sdpa":
-            x = F.scaled_dot_product_attention(
+            x = scaled_dot_product_attention(
                 q, k, v, attn_mask=None if mask is None else mask[:, None, None, :],
                 dropout_p=self.attn_drop.p if self.training else 0.0, scale=self.scale)
             attn = None
