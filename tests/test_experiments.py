@@ -155,10 +155,21 @@ def test_nlvr1_benchmark_on_a_synthetic_split(tmp_path, capsys):
     cache, out = tmp_path / "cache", tmp_path / "bench"
     rc = nlvr1.main([str(src / "train"), "--eval", str(src / "hidden"), "--cache", str(cache), "--out", str(out),
                      "--methods", "classifier,lora", "--pretrain-epochs", "1", "--finetune-epochs", "1",
-                     "--batch-size", "16", "--no-progress", "--world-scenes", "12", "--seeds", "2"])
+                     "--batch-size", "16", "--no-progress", "--world-scenes", "12", "--seeds", "2",
+                     "--precision", "bf16", "--pretrain-precision", "32"])
     assert rc == 0
     printed = capsys.readouterr().out
     doc = json.load(open(out / "results.json"))
+    # the precision options reach the stages: fp32 pre-training, bf16 fine-tuning (printed, recorded, trained so)
+    assert "[nlvr1] path: precision bf16 (--precision)" in printed
+    assert "[nlvr1 pre-training] path: precision 32 (--pretrain-precision)" in printed
+    assert (doc["precision"], doc["pretrain_precision"]) == ("bf16", 32)
+    lora_ckpt = json.load(open(out / "seed0" / "results.json"))["rows"]
+    lora_ckpt = [r["checkpoint"] for r in lora_ckpt if r["method"] == "lora"][0]
+    assert torch.load(lora_ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["config"][
+        "precision"] == "bf16"
+    pre_ckpt = torch.load(doc["pretrain"]["checkpoint"], map_location="cpu", weights_only=False)
+    assert pre_ckpt["hyper_parameters"]["config"]["precision"] == 32
     info = doc["task_info"]
     # arrows: all six permutations of every training statement; one row per evaluation statement; pre-training
     # on the generated world (its own cached folder)

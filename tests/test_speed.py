@@ -382,6 +382,16 @@ def test_demo_and_nlvr_bench_print_their_path_fp32_sdpa_at_the_tiny_width(capsys
     assert capsys.readouterr().out.startswith("[demo] path: fp32 + SDPA attention (")
     assert compare.fastest_path("demo", bb, "bf16") == "bf16" and compare.fastest_path("demo", bb, "32") == 32
     assert "precision bf16 (--precision)" in capsys.readouterr().out
+    # --pretrain-precision: the pre-training's own path (bf16 fine-tuning from the fp32 pre-trained backbone)
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    compare.add_run_arguments(ap)
+    pre, fine = compare.run_precisions("demo", bb, ap.parse_args(["--precision", "bf16", "--pretrain-precision", "32"]))
+    assert (pre, fine) == ({"precision": 32}, {"precision": "bf16"})
+    assert "[demo pre-training] path: precision 32 (--pretrain-precision)" in capsys.readouterr().out
+    pre, fine = compare.run_precisions("demo", bb, ap.parse_args(["--precision", "bf16"]))
+    assert pre == fine == {"precision": "bf16"}
 
 
 @pytest.mark.parametrize("backbone,precision", [("vilt-b32", "32"), ("meter-b", "bf16")])

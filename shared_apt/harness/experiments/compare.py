@@ -600,6 +600,10 @@ def add_run_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--precision", default="auto", choices=("auto", "32", "bf16", "16"),
                     help="'auto': the fastest path this machine supports (printed); 32, bf16 or 16 to force one")
+    ap.add_argument("--pretrain-precision", default=None, choices=("auto", "32", "bf16", "16"),
+                    help="precision of the pre-training stage only (default: --precision's); e.g. --precision bf16 "
+                         "--pretrain-precision 32 fine-tunes in bf16 from the fp32 pre-trained backbone, as a user "
+                         "fine-tuning released fp32 weights in bf16 does")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="pre-train again even if a cached checkpoint matches")
     ap.add_argument("--no-progress", action="store_true", help="a line per epoch instead of Lightning's bars")
@@ -620,15 +624,15 @@ def resolve_run(args, defaults: Mapping[str, Mapping[str, Any]]):
     return bb, settings, methods
 
 
-def fastest_path(tag: str, bb: Backbone, forced: str = "auto"):
+def fastest_path(tag: str, bb: Backbone, forced: str = "auto", flag: str = "--precision"):
     """The ``precision`` of the fastest path this machine runs the tiny model on
-    (shared_apt.vl.speed.fastest_precision), printed with the path it names; ``forced`` (``--precision``) other than
-    "auto" is taken as given and printed as such."""
+    (shared_apt.vl.speed.fastest_precision), printed with the path it names; ``forced`` (the command-line `flag`)
+    other than "auto" is taken as given and printed as such."""
     from shared_apt.vl.speed import fastest_precision
 
     if forced != "auto":
         precision = int(forced) if forced.isdigit() else forced
-        print(f"[{tag}] path: precision {forced} (--precision) + SDPA attention", flush=True)
+        print(f"[{tag}] path: precision {forced} ({flag}) + SDPA attention", flush=True)
         return precision
     precision, why = fastest_precision("cuda" if torch.cuda.is_available() else "cpu",
                                        int(build_config(bb, [bb.tiny], {})["hidden_size"]))
@@ -636,16 +640,27 @@ def fastest_path(tag: str, bb: Backbone, forced: str = "auto"):
     return precision
 
 
+def run_precisions(tag: str, bb: Backbone, args):
+    """(pre-training overrides, fine-tuning overrides): ``{"precision": ...}`` of ``--precision`` for both, or of
+    ``--pretrain-precision`` for the pre-training when it is given."""
+    finetune = {"precision": fastest_path(tag, bb, getattr(args, "precision", "auto"))}
+    forced_pre = getattr(args, "pretrain_precision", None)
+    if forced_pre is None:
+        return finetune, finetune
+    return {"precision": fastest_path(f"{tag} pre-training", bb, forced_pre, "--pretrain-precision")}, finetune
+
+
 def run_and_report(tag: str, bb: Backbone, task: TaskData, out: str, args, settings: Mapping[str, Any],
                    methods: Sequence[str], extra: Mapping[str, Any], started: float) -> dict:
     """The end of every comparison command: :func:`compare` with the resolved settings and the command-line run
     options, then the table and where the table, JSON and plot were written."""
-    fastest = {"precision": fastest_path(tag, bb, getattr(args, "precision", "auto"))}
+    pre, fastest = run_precisions(tag, bb, args)
     res = compare(bb, task, out, methods=methods, pretrain_epochs=settings["pretrain_epochs"],
                   pretrain_lr=settings["pretrain_lr"], finetune_epochs=settings["finetune_epochs"],
                   finetune_lr=settings["finetune_lr"], batch_size=settings["batch_size"], seed=args.seed,
                   progress_bar=not args.no_progress, reuse_pretrain=not args.fresh,
-                  pretrain_overrides=fastest, finetune_overrides=fastest, extra={**extra, **fastest})
+                  pretrain_overrides=pre, finetune_overrides=fastest,
+                  extra={**extra, **fastest, "pretrain_precision": pre["precision"]})
     print()
     print(res["table"])
     print()

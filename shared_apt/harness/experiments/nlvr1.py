@@ -277,20 +277,23 @@ def _pct(v) -> str:
 
 
 def run_bench(bb: compare.Backbone, task: compare.TaskData, out: str, settings: dict, methods: Sequence[str],
-              seeds: Sequence[int], *, fresh: bool = False, progress_bar: bool = True) -> dict:
+              seeds: Sequence[int], *, fresh: bool = False, progress_bar: bool = True,
+              pretrain_keys: Optional[dict] = None, finetune_keys: Optional[dict] = None) -> dict:
     """Pre-train on the world (cached by config digest), score the ITM head on the held-out NLVR split,
     fine-tune every method for every seed; write ``seed<k>/results.json`` (compare.write_json's format) per seed and
     ``results.json`` (same format, rows = the methods ranked by mean accuracy, with score_std, scores, checkpoints
-    and tuned_weights), ``table.md`` and ``results.png`` into `out`."""
+    and tuned_weights), ``table.md`` and ``results.png`` into `out`. `pretrain_keys` (the visual and MLM+ITM
+    stages) and `finetune_keys` are config keys such as ``{"precision": "bf16"}`` (compare.run_precisions)."""
+    pre_over, fine_over = dict(pretrain_keys or {}), dict(finetune_keys or {})
     compare.quiet_lightning()
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
     pcfg = compare.pretrain_config(bb, task, out, epochs=settings["pretrain_epochs"],
                                    learning_rate=settings["pretrain_lr"], batch_size=settings["batch_size"], seed=0,
-                                   progress_bar=progress_bar, **pretrain_overrides(task))
+                                   progress_bar=progress_bar, **pretrain_overrides(task), **pre_over)
     init = scaled_init(bb, pcfg, os.path.join(out, "pretrain", f"init_{bb.name}_h{pcfg['hidden_size']}_"
                                                             f"{compare._digest(pcfg)}.ckpt"))
-    vcfg = visual_config(bb, task, init, out, settings, progress_bar)
+    vcfg = {**visual_config(bb, task, init, out, settings, progress_bar), **pre_over}
     print(f"[nlvr1] visual pre-training (what is in the boxes: {vcfg['vqav2_label_size']} scene attributes, fixed "
           f"question) for {vcfg['max_epoch']} epochs ...", flush=True)
     visual = compare.pretrain(vcfg, bb, reuse=not fresh)
@@ -309,9 +312,10 @@ def run_bench(bb: compare.Backbone, task: compare.TaskData, out: str, settings: 
         rows, meta = compare.finetune_all(bb, task, methods, pre["checkpoint"], seed_dir,
                                           epochs=settings["finetune_epochs"], learning_rate=settings["finetune_lr"],
                                           batch_size=settings["batch_size"], seed=seed, progress_bar=progress_bar,
-                                          save_tuned_weights=True)
+                                          save_tuned_weights=True, **fine_over)
         compare.write_json(os.path.join(seed_dir, "results.json"), rows, meta, task, bb.name, pre,
-                           {"seed": seed, "itm": itm, **settings})
+                           {"seed": seed, "itm": itm, **settings, **fine_over,
+                            "pretrain_precision": pcfg.get("precision")})
         per_seed.append(rows)
     agg = _aggregate(per_seed)
     table = render_table(agg, meta, task, bb.name, seeds, pre, itm)
@@ -322,7 +326,8 @@ def run_bench(bb: compare.Backbone, task: compare.TaskData, out: str, settings: 
         "seq_len": meta.get("seq_len"), "seq_len_detail": dict(meta),
         "majority_baseline": {"score": task.majority, "answer_label": task.majority_answer},
         "pretrain": dict(pre), "pretrain_config_world": task.info["world"], "itm": itm, "task_info": task.info,
-        "rows": agg, "seeds": list(seeds), "total_time_s": total, **settings,
+        "rows": agg, "seeds": list(seeds), "total_time_s": total, **settings, **fine_over,
+        "pretrain_precision": pcfg.get("precision"),
         "device": "cuda" if _cuda() else "cpu"}, indent=2, default=str)
     compare.plot(os.path.join(out, "results.png"),
                  [compare.Row(**{k: r[k] for k in compare.Row.__dataclass_fields__}) for r in agg], task, bb.name)
@@ -453,7 +458,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.path.basename(task.info["eval_split"])
     out = args.out or os.path.join(args.cache, f"nlvr1_bench_{args.model}_{splits}")
     seeds = [args.seed + k for k in range(args.seeds)]
-    res = run_bench(bb, task, out, d, methods, seeds, fresh=args.fresh, progress_bar=not args.no_progress)
+    pre_over, fine_over = compare.run_precisions("nlvr1", bb, args)
+    res = run_bench(bb, task, out, d, methods, seeds, fresh=args.fresh, progress_bar=not args.no_progress,
+                    pretrain_keys=pre_over, finetune_keys=fine_over)
     print()
     print(res["table"])
     print()
