@@ -23,6 +23,8 @@ from meter.modules.meter_module import check_tokenizer, text_encoder_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TASKS = ("vqa", "nlvr", "f30k")
+#: file-name prefix of each task's scripts (the APT authors' README names the Flickr30K ones F30K_*.sh)
+SCRIPT = {"vqa": "vqa", "nlvr": "nlvr", "f30k": "F30K"}
 
 
 def meter_demo_config(demo, log_dir, named=("task_finetune_vqa_clip_bert", "clip_randaug", "tiny_meter", "peft_apt"),
@@ -190,11 +192,11 @@ def test_scripts_run_then_eval_with_model_meter(demo):
                 "OMP_NUM_THREADS": "1"})
     # the three run scripts in parallel, then the three eval scripts (which pick up the runs' last.ckpt)
     for kind in ("run", "eval"):
-        procs = {t: subprocess.Popen([os.path.join(ROOT, "script", f"{t}_{kind}.sh")], env=env, cwd=ROOT,
+        procs = {t: subprocess.Popen([os.path.join(ROOT, "script", f"{SCRIPT[t]}_{kind}.sh")], env=env, cwd=ROOT,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for t in TASKS}
         for t, p in procs.items():
             out, _ = p.communicate(timeout=400)
-            assert p.returncode == 0, f"MODEL=meter script/{t}_{kind}.sh failed:\n{out[-4000:]}"
+            assert p.returncode == 0, f"MODEL=meter script/{SCRIPT[t]}_{kind}.sh failed:\n{out[-4000:]}"
             assert "METER/run.py with task_finetune_" in out and "tiny_meter" in out
             if kind == "eval":
                 assert "no demo checkpoint" not in out, out[-2000:]
