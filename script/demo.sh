@@ -14,24 +14,19 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 : "${DEMO_CACHE:=${XDG_CACHE_HOME:-$HOME/.cache}/apt_vl_demo}"       # demo world, tokenizer, pre-training, results
 : "${OUT:=}"                                                         # results folder (default $DEMO_CACHE/compare_$MODEL)
 
-echo "[demo] set-up (sh script/setup.sh: creates/updates .venv only when needed)" >&2
-sh "$ROOT/script/setup.sh"
 case "$MODEL" in
-  vilt|meter) ;;
-  clip)
-    cd "$ROOT"
-    export PYTHONPATH="$ROOT/CLIP${PYTHONPATH:+:$PYTHONPATH}"
-    export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
-    if [ -n "$OUT" ]; then set -- --out "$OUT" "$@"; fi
-    exec "$ROOT/.venv/bin/python" -m clip_apt.demo --cache "$DEMO_CACHE" "$@" ;;
-  sd)
-    cd "$ROOT"
-    if [ -n "$OUT" ]; then set -- --out "$OUT" "$@"; fi
-    exec "$ROOT/.venv/bin/python" -m sd_apt.demo --cache "$DEMO_CACHE/sd" "$@" ;;
+  vilt|meter|clip|sd) ;;
   *) echo "error: MODEL=$MODEL; expected vilt, meter, clip or sd" >&2; exit 2 ;;
 esac
-if [ -n "$OUT" ]; then set -- --out "$OUT" "$@"; fi
-set -- --model "$MODEL" --cache "$DEMO_CACHE" "$@"
+echo "[demo] set-up (sh script/setup.sh: creates/updates .venv only when needed)" >&2
+sh "$ROOT/script/setup.sh"
+. "$ROOT/script/_python.sh"
 cd "$ROOT"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning:sacred.dependencies}"
-exec "$ROOT/.venv/bin/python" -m shared_apt.harness.experiments.demo "$@"
+if [ -n "$OUT" ]; then set -- --out "$OUT" "$@"; fi
+case "$MODEL" in
+  clip) package_path CLIP; exec "$PY" -m clip_apt.demo --cache "$DEMO_CACHE" "$@" ;;
+  sd) package_path StableDiffusion; exec "$PY" -m sd_apt.demo --cache "$DEMO_CACHE/sd" "$@" ;;
+esac
+package_path ViLT METER
+exec "$PY" -m shared_apt.harness.experiments.demo --model "$MODEL" --cache "$DEMO_CACHE" "$@"
