@@ -180,7 +180,7 @@ def vae_reconstructions(pipe, subject: list) -> list:
 
     pixels = torch.stack([image_tensor(im, IMAGE, True) for im in subject])
     out = pipe.vae.decode(pipe.vae.encode(pixels).latent_dist.mean).sample
-    return [Image.fromarray(((x.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()) for x in out]
+    return pipe.image_processor.postprocess(out, output_type="pil")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -328,11 +328,13 @@ def run(args) -> dict:
     clip = ClipEncoder(tiny.save_clip(os.path.join(out, "encoders", "clip"), vocabulary()))
     subject = [Image.open(os.path.join(paths["instance_dir"], f)).convert("RGB")
                for f in sorted(os.listdir(paths["instance_dir"]))]
-    results = {}
+    results, reference = {}, None
     for name, weights in runs.items():
         pipe = load_pipeline(paths["model_dir"])
         trainable = 0
-        if weights:
+        if not weights:  # the untuned pipeline: its VAE gives the reference row
+            reference = image_fidelity(vae_reconstructions(pipe, subject), subject)
+        else:
             load_into_pipeline(pipe, weights)
             trainable = sum(p.numel() for part in (pipe.unet, pipe.text_encoder) for n, p in part.named_parameters()
                             if "peft_apt" in n or "lora" in n)
@@ -350,7 +352,7 @@ def run(args) -> dict:
                        identifier_gap=identifier_gap(pipe, subject, f"a photo of a {IDENTIFIER} {CLASS_NOUN}",
                                                      f"a photo of a {CLASS_NOUN}"))
         results[name] = metrics
-    results["vae_reference"] = image_fidelity(vae_reconstructions(load_pipeline(paths["model_dir"]), subject), subject)
+    results["vae_reference"] = reference
     shown = min(args.grid_images, args.num_images)
     rows = [[os.path.join(out, "samples", name, f"p{i:02d}_{j}.png") for name in runs for j in range(shown)]
             for i in range(len(PROMPTS))]

@@ -88,6 +88,9 @@ class DreamBoothConfig:
                 raise ValueError(f"DreamBooth option {key}={getattr(self, key)!r}: expected an integer >= 1")
         if self.with_prior_preservation and self.num_class_images < 1:
             raise ValueError("with_prior_preservation needs num_class_images >= 1")
+        if not float(self.noise_offset) >= 0.0:
+            raise ValueError(f"DreamBooth option noise_offset={self.noise_offset!r}: expected a number >= 0 "
+                             "(0 = no offset noise; the DreamBooth example uses 0.1)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -41,6 +41,11 @@ def test_training_noise_with_and_without_offset():
                                   atol=1e-6)
 
 
+def test_negative_noise_offset_is_an_error_naming_the_option():
+    with pytest.raises(ValueError, match=r"noise_offset=-0\.1: expected a number >= 0"):
+        DreamBoothConfig(model_dir="m", instance_dir="i", output_dir="o", noise_offset=-0.1)
+
+
 def test_collate_puts_instances_first():
     ex = [{"instance_pixels": torch.full((3, 2, 2), float(i)), "instance_ids": torch.tensor([i]),
            "class_pixels": torch.full((3, 2, 2), 10.0 + i), "class_ids": torch.tensor([10 + i])} for i in range(2)]

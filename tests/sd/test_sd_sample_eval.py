@@ -147,3 +147,47 @@ def test_identifier_gap_zero_for_same_prompt_and_reciprocal_when_swapped():
     g_ba = identifier_gap(pipe, subject, b, a, repeats=2)
     assert g_ab != 0.0
     assert (1 + g_ab / 100) * (1 + g_ba / 100) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_vae_reference_is_the_subject_encoded_and_decoded():
+    """The demo's reference row: each subject image through the VAE (posterior mean), back to 8-bit RGB by hand:
+    [-1, 1] -> [0, 255], rounded."""
+    from sd_apt import tiny
+    from sd_apt.demo import IMAGE, subject_images, vae_reconstructions, vocabulary
+    from sd_apt.dreambooth import image_tensor
+
+    torch.manual_seed(0)
+    pipe = tiny.pipeline(vocabulary(), image_size=IMAGE)
+    subject = subject_images(2)
+    got = vae_reconstructions(pipe, subject)
+    assert [im.size for im in got] == [(IMAGE, IMAGE)] * 2 and all(im.mode == "RGB" for im in got)
+    with torch.no_grad():
+        for im, out in zip(subject, got):
+            x = pipe.vae.decode(pipe.vae.encode(image_tensor(im, IMAGE, True)[None]).latent_dist.mean).sample[0]
+            want = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            assert np.abs(np.asarray(out).astype(int) - want.astype(int)).max() <= 1
+
+
+
+def test_demo_end_to_end_at_toy_size(tmp_path):
+    """The demo's whole run (pre-training, DreamBooth, sampling, metrics, grid, table) at toy settings: every model
+    and the reference row reported, the reference being the base model's VAE applied to the subject images."""
+    from sd_apt.demo import image_fidelity, parser, prepare, run, vae_reconstructions
+    from sd_apt.dreambooth import load_pipeline
+
+    args = parser().parse_args(["--cache", str(tmp_path), "--vae-steps", "2", "--unet-steps", "2", "--steps", "2",
+                                "--num-images", "2", "--grid-images", "1", "--methods", "lora", "--control", "0",
+                                "--sample-steps", "2"])
+    res = run(args)["results"]
+    assert list(res) == ["untuned", "lora", "vae_reference"]
+    assert res["untuned"]["tuned_params"] == 0 and res["lora"]["tuned_params"] == 15360  # r 4 on the tiny UNet
+    paths = prepare(str(tmp_path), 2, 2, log=lambda *a: None)  # cached: the same base model and subject
+    subject = [Image.open(os.path.join(paths["instance_dir"], f)).convert("RGB")
+               for f in sorted(os.listdir(paths["instance_dir"]))]
+    assert res["vae_reference"] == image_fidelity(
+        vae_reconstructions(load_pipeline(paths["model_dir"]), subject), subject)
+    out = os.path.join(tmp_path, "sd_compare")
+    with open(os.path.join(out, "grid.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "| subject through the VAE (reference) |" in open(os.path.join(out, "results.md")).read()
+    assert len(os.listdir(os.path.join(out, "samples", "lora"))) >= 3 * 2
